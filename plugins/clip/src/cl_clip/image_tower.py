@@ -1,0 +1,68 @@
+"""Image towers' common part: CPU preprocessing to normalised pixels and on-device augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from .augment import ImageAugment
+from .preprocess import prepare_images
+from .tower import Tower
+
+
+class ImageTower(Tower):
+    """A :class:`Tower` whose inputs are images.
+
+    ``prepare`` gives ``{"pixels": [B, 3, S, S] float32}`` (normalised; plus ``"key"`` when the frozen
+    trunk's feature cache is on). In training mode with ``augment``, :meth:`pixels` augments on the
+    device before the trunk (see :mod:`cl_clip.augment`).
+
+    Args:
+        trunk, feature_dim, embed_dim, freeze, cache_features, proj_bias: see :class:`Tower`.
+        image_size: side S of the prepared images in pixels.
+        mean, std: per-channel normalisation (RGB, pixels in [0, 1]).
+        augment: enable training-time augmentation.
+    """
+
+    modality: ClassVar[str] = "image"
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feature_dim: int,
+        embed_dim: int,
+        *,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        augment: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(trunk, feature_dim, embed_dim, **kwargs)
+        if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
+            raise ValueError(f"mean and std need 3 values each (std > 0), got {tuple(mean)} and {tuple(std)}")
+        self.image_size = image_size
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.augment = augment
+        self.augmenter = ImageAugment(self.mean, self.std) if augment else None
+
+    @property
+    def augmenting(self) -> bool:
+        return self.augment and self.training
+
+    def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        """PIL images or uint8 ``[H, W, 3]`` arrays -> ``{"pixels": [B, 3, S, S]}`` (see :mod:`.preprocess`)."""
+        return prepare_images(items, self.image_size, self.mean, self.std, with_keys=self.wants_keys)
+
+    def pixels(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """The (augmented, in training) pixel batch; raises ValueError on a wrong shape."""
+        x = inputs["pixels"]
+        expected = (3, self.image_size, self.image_size)
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"pixels must have shape [B, 3, {self.image_size}, {self.image_size}], got {list(x.shape)}")
+        if self.augmenting and self.augmenter is not None:
+            x = self.augmenter(x)
+        return x

@@ -1,0 +1,107 @@
+"""Image preprocessing on the CPU data path: raw images -> normalised float tensors (CLIP's ``_transform``).
+
+CLIP resizes the shorter side to the input size with bicubic interpolation, centre-crops a square,
+scales pixels to [0, 1] and normalises each channel with a fixed mean and std. Transparent images
+(emoji PNGs are RGBA) are composited onto white first: dropping the alpha channel instead would
+expose whatever colour the transparent pixels happen to store (often black).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+#: OpenAI CLIP's normalisation (mean / std of its training images, RGB in [0, 1]).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: ImageNet normalisation, used by the pretrained EfficientNet-Lite0 tower.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_pil_rgb(item: Any, index: int = 0) -> Image.Image:
+    """One raw image as an RGB PIL image; alpha is composited onto white.
+
+    Args:
+        item: a PIL image (any mode), or a uint8 numpy array ``[H, W]``, ``[H, W, 3]`` or ``[H, W, 4]``.
+        index: position of the item in its batch (for the error message).
+
+    Raises:
+        ValueError: the item is neither (wrong type, dtype or shape).
+    """
+    if isinstance(item, Image.Image):
+        image = item
+    elif isinstance(item, np.ndarray):
+        if item.dtype != np.uint8:
+            raise ValueError(f"items[{index}]: image arrays must be uint8 in [0, 255], got dtype {item.dtype}")
+        if item.ndim == 2 or (item.ndim == 3 and item.shape[2] in (3, 4)):
+            image = Image.fromarray(item)
+        else:
+            raise ValueError(
+                f"items[{index}]: image arrays must have shape [H, W], [H, W, 3] or [H, W, 4], got {list(item.shape)}"
+            )
+    else:
+        raise ValueError(f"items[{index}]: expected a PIL image or a uint8 [H, W, 3] array, got {type(item).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"items[{index}]: empty image ({image.width}x{image.height})")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bicubic), then centre-crop ``size x size`` (CLIP's transform)."""
+    w, h = image.size
+    if (w, h) == (size, size):
+        return image
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def pixel_key(array: np.ndarray) -> int:
+    """A 64-bit hash (signed, fits int64) of a uint8 image array: the feature-cache key of an image."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(np.asarray(array.shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(array).tobytes())
+    return int.from_bytes(h.digest(), "little", signed=True)
+
+
+def prepare_images(
+    items: Sequence[Any],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    with_keys: bool = False,
+) -> dict[str, Tensor]:
+    """Raw images -> ``{"pixels": [B, 3, size, size] float32 (normalised), "key": [B] int64}``.
+
+    ``key`` (a hash of the resized pixels, for the frozen-trunk feature cache) is present only with
+    ``with_keys``.
+
+    Raises:
+        ValueError: ``items`` is empty or an item is not an image (see :func:`to_pil_rgb`).
+    """
+    if len(items) == 0:
+        raise ValueError("prepare() needs at least one image")
+    arrays = [np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8) for i, item in enumerate(items)]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    out = {"pixels": batch.sub_(m).div_(s).contiguous()}
+    if with_keys:
+        out["key"] = torch.tensor([pixel_key(a) for a in arrays], dtype=torch.long)
+    return out

@@ -1,0 +1,194 @@
+"""The shared shape of every CLIP tower: a trunk to features ``[B, F]``, then a linear projection
+``[B, embed_dim]`` into the joint space (CLIP's W_I / W_T), with freezing and a feature cache.
+
+Freezing (``freeze``): the trunk's parameters stop requiring gradients and the frozen modules stay in
+eval mode even while the pipeline trains (BatchNorm statistics and dropout are part of what is
+frozen); the trunk then runs under ``torch.no_grad()``. Only the projection (and any trunk part a
+tower keeps trainable, e.g. MiniLM's top layers) trains: LiT-style locked towers (Zhai et al., 2022).
+
+Feature cache (``cache_features``): a frozen trunk in eval mode is a fixed function, so the trunk
+features of an input seen before can be reused. ``prepare`` adds an int64 ``key`` per item (a hash of
+the text or of the resized pixels); :meth:`Tower._encode` looks keys up in an LRU dict and runs the
+trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
+training-time augmentation runs, and it is cleared whenever weights are loaded.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cl_core.components import Encoder
+
+#: Maximum number of cached feature rows per tower (1280 floats each for EfficientNet: ~330 MB).
+DEFAULT_CACHE_SIZE = 65_536
+
+
+class Tower(Encoder):
+    """Trunk -> features ``[B, feature_dim]`` -> ``proj`` -> ``[B, embed_dim]`` (un-normalised).
+
+    Subclasses implement :meth:`prepare` and :meth:`features` (the trunk's forward pass, pooling
+    included, on prepared inputs).
+
+    Args:
+        trunk: the module holding every trunk parameter (registered as ``self.trunk``).
+        feature_dim: width F of :meth:`features`.
+        embed_dim: width N of the joint space.
+        freeze: freeze ``frozen_parts`` (default: the whole trunk).
+        cache_features: allow the frozen-trunk feature cache.
+        proj_bias: give the projection a bias (CLIP's ResNet ``c_proj`` has one; W_I / W_T do not).
+        frozen_parts: the trunk sub-modules to freeze when ``freeze`` (default ``[trunk]``).
+        cache_size: LRU capacity in rows.
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feature_dim: int,
+        embed_dim: int,
+        *,
+        freeze: bool = False,
+        cache_features: bool = True,
+        proj_bias: bool = False,
+        frozen_parts: Sequence[nn.Module] | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
+        super().__init__()
+        if feature_dim <= 0 or embed_dim <= 0:
+            raise ValueError(f"feature_dim and embed_dim must be > 0, got {feature_dim} and {embed_dim}")
+        self.trunk = trunk
+        self.proj = nn.Linear(feature_dim, embed_dim, bias=proj_bias)
+        # CLIP initialises its projections with std = in_features ** -0.5.
+        nn.init.normal_(self.proj.weight, std=feature_dim**-0.5)
+        if proj_bias:
+            nn.init.zeros_(self.proj.bias)
+        self._embed_dim = embed_dim
+        self.feature_dim = feature_dim
+        self.freeze = freeze
+        self.cache_features = cache_features
+        self._cache_size = cache_size
+        self._cache: OrderedDict[int, Tensor] = OrderedDict()
+        # A plain list (not registered again: these modules already live inside the trunk).
+        self._frozen_parts: list[nn.Module] = list(frozen_parts) if frozen_parts is not None else [trunk]
+        if freeze:
+            for part in self._frozen_parts:
+                part.requires_grad_(False)
+        self.train(True)
+
+    # -- contract --------------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self._embed_dim
+
+    @abc.abstractmethod
+    def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Trunk features ``[B, feature_dim]`` of prepared inputs (before the projection)."""
+
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        feats = self._trunk_features(inputs)
+        return self.proj(feats.to(self.proj.weight.dtype))
+
+    # -- freezing --------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Tower:
+        """Set the training mode; frozen trunk parts stay in eval mode."""
+        super().train(mode)
+        if self.freeze:
+            for part in self._frozen_parts:
+                part.eval()
+        return self
+
+    def trunk_parameters(self) -> Iterator[nn.Parameter]:
+        return self.trunk.parameters()
+
+    @property
+    def trunk_trains(self) -> bool:
+        """True when any trunk parameter requires a gradient."""
+        return any(p.requires_grad for p in self.trunk_parameters())
+
+    @property
+    def augmenting(self) -> bool:
+        """True when this forward pass applies random training augmentation (image towers)."""
+        return False
+
+    # -- feature cache ---------------------------------------------------------------------------
+    @property
+    def wants_keys(self) -> bool:
+        """Whether :meth:`prepare` should add cache keys (the trunk is fully frozen)."""
+        return self.cache_features and self.freeze and not self.trunk_trains
+
+    def _cache_usable(self) -> bool:
+        return self.cache_features and not self.trunk_trains and not self.trunk.training and not self.augmenting
+
+    def clear_cache(self) -> None:
+        """Drop every cached feature row."""
+        self._cache.clear()
+
+    @property
+    def cache_len(self) -> int:
+        return len(self._cache)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.clear_cache()  # new trunk weights make cached features stale
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _trunk_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        trains = self.trunk_trains
+        if trains and self._cache:
+            self.clear_cache()  # someone unfroze the trunk: what we cached may go stale
+        if "key" in inputs and self._cache_usable():
+            return self._cached_features(inputs)
+        rest = {k: v for k, v in inputs.items() if k != "key"}
+        if trains:
+            return self.features(rest)
+        with torch.no_grad():
+            return self.features(rest)
+
+    def _cached_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        keys = inputs["key"].tolist()
+        rest = {k: v for k, v in inputs.items() if k != "key"}
+        device = next(iter(rest.values())).device
+        first: dict[int, int] = {}
+        for i, key in enumerate(keys):
+            if key not in self._cache and key not in first:
+                first[key] = i
+        if first:
+            rows = torch.tensor(list(first.values()), dtype=torch.long, device=device)
+            with torch.no_grad():
+                fresh = self.features({k: v.index_select(0, rows) for k, v in rest.items()}).float()
+            for j, key in enumerate(first):
+                self._cache[key] = fresh[j].clone()
+        out = []
+        for key in keys:
+            row = self._cache[key]
+            self._cache.move_to_end(key)
+            if row.device != device:  # the module moved since the row was cached
+                row = row.to(device)
+                self._cache[key] = row
+            out.append(row)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return torch.stack(out)
+
+    # -- convenience -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_features(self, items: Sequence[Any], *, batch_size: int = 256) -> Tensor:
+        """Trunk features ``[len(items), feature_dim]`` (before the projection) in eval mode, on CPU."""
+        if len(items) == 0:
+            raise ValueError("embed_features() needs at least one item")
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            for start in range(0, len(items), batch_size):
+                prepared = self.prepare(items[start : start + batch_size])
+                prepared = {k: v.to(device) for k, v in prepared.items()}
+                chunks.append(self._trunk_features(prepared).float().cpu())
+            return torch.cat(chunks)
+        finally:
+            self.train(was_training)

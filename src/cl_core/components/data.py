@@ -1,0 +1,41 @@
+"""Data sources and datasets: what samplers draw from and evaluators measure on."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+
+class DataSource(abc.ABC):
+    """A finite, indexable split of examples, each a dict of field -> raw item.
+
+    Attributes:
+        fields: names of the fields each example has (e.g. ``("image", "text")``).
+        labels: ``[len]`` int64 concept labels, or None.
+        class_names: label -> human-readable class name (for zero-shot), or None.
+    """
+
+    fields: tuple[str, ...] = ()
+    labels: np.ndarray | None = None
+    class_names: Sequence[str] | None = None
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
+        """Field -> list of raw items for the given example indices."""
+
+
+class Dataset(abc.ABC):
+    """A dataset: named splits. ``"train"`` is trained on; the others are evaluation splits."""
+
+    @abc.abstractmethod
+    def splits(self) -> Mapping[str, DataSource]: ...
+
+    def describe(self) -> str:
+        """One line per split for logs and the model card."""
+        return "; ".join(f"{name}: {len(src)} examples" for name, src in self.splits().items())

@@ -1,0 +1,69 @@
+"""The Encoder interface: one modality's inputs to a batch of embeddings."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .checks import check_finite, check_matrix
+
+
+class Encoder(nn.Module, abc.ABC):
+    """Maps one modality's inputs to embeddings ``[B, embed_dim]``.
+
+    Implement :meth:`prepare` (raw items to tensors; runs on CPU in the data path) and :meth:`_encode`.
+    Callers use :meth:`encode` (or call the module), which checks the output contract: shape
+    ``[B, embed_dim]``, floating dtype, finite values.
+    """
+
+    modality: ClassVar[str] = "any"
+
+    @property
+    @abc.abstractmethod
+    def embed_dim(self) -> int:
+        """Width N of the embeddings :meth:`encode` returns."""
+
+    @abc.abstractmethod
+    def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        """Turn raw items (strings, PIL images, arrays) into a dict of CPU tensors with batch dim first."""
+
+    @abc.abstractmethod
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor: ...
+
+    def encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Embed prepared inputs. Returns ``[B, embed_dim]``; raises ValueError/FloatingPointError."""
+        out = self._encode(inputs)
+        producer = type(self).__qualname__
+        check_matrix(out, "embeddings", width=self.embed_dim, producer=producer)
+        check_finite(out, "embeddings", producer)
+        return out
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self.encode(inputs)
+
+    @torch.no_grad()
+    def embed(self, items: Sequence[Any], *, batch_size: int = 256, device: torch.device | str | None = None) -> Tensor:
+        """Embed raw items in eval mode, batch by batch. Returns ``[len(items), embed_dim]`` on CPU."""
+        if len(items) == 0:
+            raise ValueError("embed() needs at least one item")
+        if device is None:
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        device = torch.device(device)
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = []
+            for start in range(0, len(items), batch_size):
+                prepared = self.prepare(items[start : start + batch_size])
+                prepared = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
+                chunks.append(self.encode(prepared).float().cpu())
+            return torch.cat(chunks)
+        finally:
+            self.train(was_training)
+
+    def post_step(self) -> None:
+        """Called by the trainer after each optimizer step (e.g. to clamp a parameter)."""

@@ -1,0 +1,27 @@
+"""The Sampler interface: draws batches of positives (and negatives) from a data source."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+import torch
+
+from ..types import Batch
+from .data import DataSource
+
+
+class Sampler(abc.ABC):
+    """Yields training batches from a :class:`DataSource`.
+
+    The order of batches must be a function of ``generator``'s state alone, so a run resumed at
+    ``start`` (batches already consumed this epoch) sees exactly the batches it would have seen.
+    """
+
+    @abc.abstractmethod
+    def num_batches(self, source: DataSource) -> int:
+        """Batches per epoch; raises :class:`~cl_core.errors.DataError` when the source is too small."""
+
+    @abc.abstractmethod
+    def batches(self, source: DataSource, *, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
+        """Batches of one epoch, skipping the first ``start``."""

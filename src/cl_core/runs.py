@@ -1,0 +1,147 @@
+"""Runs: spec -> pipeline -> trained run directory.
+
+A run directory holds ``spec.toml`` (resolved, with provenance), ``checkpoint.safetensors``,
+``model.safetensors``, ``metrics.jsonl``, ``README.md`` (model card) and ``plots/``. Everything that can
+fail on bad input (spec, plugins, data, batch size) is checked *before* the directory is created, so a
+user mistake never leaves a half-written run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from . import modelcard, plots, provenance
+from .build import build_pipeline
+from .checkpoint import atomic_write_text
+from .errors import CheckpointError, ClError
+from .plugins import PluginHost, default_host
+from .spec import PipelineSpec, dump_spec, load_spec
+from .trainer import METRICS_NAME, Trainer, resolve_device
+from .weights import SPEC_NAME, WEIGHTS_NAME, save_weights
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@attrs.frozen
+class RunResult:
+    run_dir: Path
+    results: dict[str, float]
+    steps: int
+    seconds: float
+
+
+def _new_run_dir(spec: PipelineSpec, spec_path: Path) -> Path:
+    name = spec.run.name or f"{spec_path.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = Path(spec.run.output_dir) / name
+    if run_dir.exists():
+        raise ClError(f"run directory {run_dir} already exists; choose another run.name or resume it with "
+                      f"`cl train --resume {run_dir}`")
+    return run_dir
+
+
+def format_results(results: dict[str, float]) -> str:
+    if not results:
+        return "no evaluation metrics"
+    width = max(len(k) for k in results)
+    return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in sorted(results.items()))
+
+
+def train(
+    spec_path: str | Path | None = None,
+    *,
+    overrides: Iterable[tuple[str, Any]] = (),
+    resume: str | Path | None = None,
+    host: PluginHost | None = None,
+    callbacks: Sequence[Callable[[Trainer, int], None]] = (),
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Train from a spec file, or continue the run directory ``resume``.
+
+    Raises:
+        SpecError, BuildError, DataError, CheckpointError: user errors, raised before anything is written.
+    """
+    host = host or default_host()
+    registry = host.registry()
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / SPEC_NAME).is_file():
+            raise CheckpointError(f"{run_dir} is not a run directory (no {SPEC_NAME})")
+        spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
+    else:
+        if spec_path is None:
+            raise ClError("give a spec file, or --resume RUN")
+        spec = load_spec(spec_path, registry, overrides=overrides)
+        run_dir = _new_run_dir(spec, Path(spec_path))
+    if spec.run.num_threads:
+        torch.set_num_threads(spec.run.num_threads)
+    device = resolve_device(spec.run.device)
+    seed_everything(spec.run.seed)
+    started = time.perf_counter()
+    pipeline = build_pipeline(spec, registry, device=device)
+    log(f"data: {pipeline.dataset.describe()}")
+    trainer = Trainer(pipeline, spec.trainer, run_dir, seed=spec.run.seed, device=device, callbacks=callbacks, log=log)
+    info = provenance.collect(host)
+    if resume is not None:
+        trainer.resume()
+        log(f"resuming {run_dir} at step {trainer.step} of {trainer.total_steps}")
+    else:
+        run_dir.mkdir(parents=True)
+        try:
+            atomic_write_text(run_dir / SPEC_NAME, dump_spec(spec, info))
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        log(f"run directory: {run_dir}")
+    log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
+        f"on {device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
+    plots_dir = run_dir / "plots" if spec.trainer.plots else None
+    results = trainer.fit(plots_dir=plots_dir)
+    seconds = time.perf_counter() - started
+    save_weights(pipeline, run_dir / WEIGHTS_NAME)
+    if plots_dir is not None:
+        plots.loss_curve(run_dir / METRICS_NAME, plots_dir / "loss.png")
+        plots.similarity_matrix(pipeline, plots_dir / "similarity.png")
+    training = {"steps": trainer.step, "epochs": spec.trainer.epochs, "device": str(device),
+                "wall time (s)": f"{seconds:.0f}", "data": pipeline.dataset.describe()}
+    atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
+                                                              provenance=info))
+    log("results:\n" + format_results(results))
+    return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds)
+
+
+def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrides: Iterable[tuple[str, Any]] = (),
+                 log: Callable[[str], None] = print) -> dict[str, float]:
+    """Rebuild a finished run with its data, load ``model.safetensors`` and run the evaluators."""
+    from .components import EvalContext
+    from .weights import load_weights
+
+    host = host or default_host()
+    run_dir = Path(run_dir)
+    if not (run_dir / WEIGHTS_NAME).is_file():
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS_NAME} (not a finished run)")
+    registry = host.registry()
+    spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
+    device = resolve_device(spec.run.device)
+    pipeline = build_pipeline(spec, registry, device=device)
+    load_weights(pipeline, run_dir / WEIGHTS_NAME)
+    pipeline.to(device).eval()
+    results: dict[str, float] = {}
+    ctx = EvalContext(device=device)
+    for evaluator in pipeline.evaluators:
+        results.update(evaluator.evaluate(pipeline, pipeline.dataset, ctx))
+    log("results:\n" + format_results(results))
+    return results

@@ -1,0 +1,142 @@
+"""The spec model: frozen attrs classes a TOML spec file is structured into (torch-free).
+
+Component tables (``[data]``, ``[sampler]``, ``[encoders.<role>]``, ``[scorer]``, ``[loss]``,
+``[decoder]``, ``[[evaluate]]``) hold one reserved key, ``type`` (a registered component name); every
+other key is a field of that component's ``Params`` class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from attrs import field, frozen, validators
+
+Device = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+def _device(_: Any, attribute: Any, value: str) -> None:
+    base = value.split(":", 1)[0]
+    if base not in ("auto", "cpu", "cuda", "mps") or (":" in value and not value.split(":", 1)[1].isdigit()):
+        raise ValueError("expected 'auto', 'cpu', 'cuda', 'cuda:<index>' or 'mps'")
+
+
+@frozen(kw_only=True)
+class ComponentRef:
+    """A component chosen in a spec: its registered name and its structured ``Params`` instance."""
+
+    kind: ClassVar[str] = ""
+    type: str
+    params: Any
+
+
+@frozen(kw_only=True)
+class DatasetRef(ComponentRef):
+    kind: ClassVar[str] = "dataset"
+
+
+@frozen(kw_only=True)
+class SamplerRef(ComponentRef):
+    kind: ClassVar[str] = "sampler"
+
+
+@frozen(kw_only=True)
+class EncoderRef(ComponentRef):
+    kind: ClassVar[str] = "encoder"
+
+
+@frozen(kw_only=True)
+class ScorerRef(ComponentRef):
+    kind: ClassVar[str] = "scorer"
+
+
+@frozen(kw_only=True)
+class LossRef(ComponentRef):
+    kind: ClassVar[str] = "loss"
+
+
+@frozen(kw_only=True)
+class DecoderRef(ComponentRef):
+    kind: ClassVar[str] = "decoder"
+
+
+@frozen(kw_only=True)
+class EvaluatorRef(ComponentRef):
+    kind: ClassVar[str] = "evaluator"
+
+
+@frozen(kw_only=True)
+class RunSpec:
+    """``[run]``.
+
+    Attributes:
+        seed: seeds every random number generator of the run (data order, init, augmentation).
+        device: ``auto`` picks cuda, then mps, then cpu.
+        output_dir: parent folder of run directories.
+        name: run directory name; default ``<spec stem>-<timestamp>``.
+        num_threads: CPU threads for torch; default: all cores.
+    """
+
+    seed: int = 0
+    device: Device = field(default="auto", validator=_device)
+    output_dir: str = "runs"
+    name: str | None = None
+    num_threads: int | None = field(default=None, validator=validators.optional(validators.gt(0)))
+
+
+@frozen(kw_only=True)
+class TrainerSpec:
+    """``[trainer]``: optimisation (AdamW, linear warmup then cosine decay) and bookkeeping.
+
+    Attributes:
+        epochs: passes over the training data.
+        max_steps: stop after this many optimizer steps (default: epochs x steps per epoch).
+        lr: peak learning rate.
+        min_lr_ratio: final learning rate as a fraction of ``lr`` at the end of the cosine.
+        weight_decay: AdamW decoupled weight decay (not applied to biases, norms, logit scales).
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+        warmup_steps: linear warmup length in optimizer steps.
+        grad_clip: clip the global gradient norm to this value; 0 disables.
+        accumulate: micro-batches per optimizer step (gradient accumulation).
+        precision: ``auto`` = bf16 autocast on GPUs that support it, fp32 on CPU; ``fp16`` uses a grad scaler.
+        checkpoint_every: write a resumable checkpoint every N optimizer steps (0: at each epoch end only).
+        log_every: write a metrics line every N optimizer steps.
+        eval_every: run the evaluators every N epochs (0: only at the end).
+        plots: write plots (loss curve, similarity matrix, zero-shot examples) into the run directory.
+        progress: show a progress bar.
+    """
+
+    epochs: int = field(default=1, validator=validators.gt(0))
+    max_steps: int | None = field(default=None, validator=validators.optional(validators.gt(0)))
+    lr: float = field(default=5e-4, validator=validators.gt(0))
+    min_lr_ratio: float = field(default=0.0, validator=[validators.ge(0), validators.le(1)])
+    weight_decay: float = field(default=0.1, validator=validators.ge(0))
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = field(default=1e-6, validator=validators.gt(0))
+    warmup_steps: int = field(default=0, validator=validators.ge(0))
+    grad_clip: float = field(default=1.0, validator=validators.ge(0))
+    accumulate: int = field(default=1, validator=validators.gt(0))
+    precision: Precision = "auto"
+    checkpoint_every: int = field(default=0, validator=validators.ge(0))
+    log_every: int = field(default=10, validator=validators.gt(0))
+    eval_every: int = field(default=0, validator=validators.ge(0))
+    plots: bool = True
+    progress: bool = True
+
+
+@frozen(kw_only=True)
+class PipelineSpec:
+    """A whole spec file."""
+
+    format: int = 1
+    run: RunSpec = RunSpec()
+    data: DatasetRef
+    sampler: SamplerRef
+    encoders: dict[str, EncoderRef]
+    scorer: ScorerRef
+    loss: LossRef
+    decoder: DecoderRef | None = None
+    trainer: TrainerSpec = TrainerSpec()
+    evaluate: tuple[EvaluatorRef, ...] = ()
+    provenance: dict[str, Any] | None = None

@@ -1,0 +1,302 @@
+"""Contract test classes (see :mod:`cl_core.testing`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from typing import Any, ClassVar
+
+import attrs
+import pytest
+import tomli_w
+import torch
+
+from ..build import BuildContext
+from ..errors import SpecError
+from ..plugins import PluginHost
+from ..registry import Registered
+from ..spec.structure import Structurer
+from ..types import Targets
+
+HEAVY_MODULES = ("torch", "transformers", "PIL", "numpy", "kornia")
+
+
+class ComponentContract:
+    """Registration and spec checks shared by every kind (no model work)."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    expected_failures: ClassVar[dict[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _expected_failures(self, request: pytest.FixtureRequest) -> None:
+        reason = self.expected_failures.get(request.node.originalname)
+        if reason:
+            request.node.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+    @pytest.fixture
+    def host(self) -> PluginHost:
+        return PluginHost(only=[self.name.split(".", 1)[0]], strict=True)
+
+    @pytest.fixture
+    def registered(self, host: PluginHost) -> Registered:
+        return host.registry().get(self.kind, self.name)
+
+    @pytest.fixture
+    def params(self, registered: Registered) -> Any:
+        """Override to return a tiny Params instance; the default is the Params defaults."""
+        return registered.info.params()
+
+    @pytest.fixture
+    def build_context(self) -> BuildContext:
+        return BuildContext()
+
+    @pytest.fixture
+    def component(self, registered: Registered, params: Any, build_context: BuildContext) -> Any:
+        torch.manual_seed(0)
+        return registered.info.load_factory()(params, build_context)
+
+    def test_name_is_prefixed_and_well_formed(self, registered: Registered) -> None:
+        from ..registry import NAME_RE
+
+        assert NAME_RE.match(registered.name), registered.name
+        assert registered.name.split(".")[0] == registered.plugin
+
+    def test_params_is_frozen_attrs_without_type_field(self, registered: Registered) -> None:
+        cls = registered.info.params
+        assert attrs.has(cls)
+        assert "type" not in attrs.fields_dict(cls)
+        instance = cls()
+        fields = attrs.fields(cls)
+        if fields:
+            with pytest.raises(attrs.exceptions.FrozenInstanceError):
+                setattr(instance, fields[0].name, getattr(instance, fields[0].name))
+
+    def test_params_round_trip_through_toml(self, registered: Registered, params: Any, host: PluginHost) -> None:
+        from ..spec import CONVERTER, _drop_none
+
+        table = _drop_none(CONVERTER.unstructure(params))
+        data = tomllib.loads(tomli_w.dumps({"x": {"type": self.name, **table}}))["x"]
+        structurer = Structurer(host.registry(), CONVERTER)
+        ref_cls = _ref_class(self.kind)
+        ok, ref = structurer.component(data, ref_cls, "x")
+        assert ok, [p.render() for p in structurer.problems]
+        assert ref.params == params
+
+    def test_unknown_param_is_reported_with_its_path(self, registered: Registered, host: PluginHost) -> None:
+        from ..spec import CONVERTER
+
+        fields = [f.name for f in attrs.fields(registered.info.params)]
+        structurer = Structurer(host.registry(), CONVERTER)
+        bogus = (fields[0] + "x") if fields else "no_such_parameter"
+        ok, _ = structurer.component({"type": self.name, bogus: 1}, _ref_class(self.kind), "x")
+        assert not ok
+        problem = structurer.problems[0]
+        assert problem.path == f"x.{bogus}"
+        assert "unknown parameter" in problem.message
+        if fields:
+            assert repr(fields[0]) in problem.message  # did you mean
+
+    def test_plugin_module_import_is_light(self, registered: Registered) -> None:
+        module = "cl_core._builtin.plugin" if registered.plugin == "core" else _plugin_module(registered)
+        code = (f"import sys, importlib; importlib.import_module({module!r}); "
+                f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "", f"{module} imports heavy modules: {out.stdout.strip()}"
+
+    def test_summary_and_docstring_present(self, registered: Registered) -> None:
+        assert registered.info.summary.strip()
+        assert (registered.info.params.__doc__ or "").strip()
+
+
+def _ref_class(kind: str):
+    from .. import spec
+
+    return {"dataset": spec.DatasetRef, "sampler": spec.SamplerRef, "encoder": spec.EncoderRef,
+            "scorer": spec.ScorerRef, "loss": spec.LossRef, "decoder": spec.DecoderRef,
+            "evaluator": spec.EvaluatorRef}[kind]
+
+
+def _plugin_module(registered: Registered) -> str:
+    import importlib.metadata as md
+
+    for ep in md.entry_points(group="cl_core"):
+        if ep.name == registered.plugin:
+            return ep.value.split(":")[0]
+    raise AssertionError(f"no entry point for plugin {registered.plugin}")
+
+
+class EncoderContract(ComponentContract):
+    """Encoders: ``prepare`` then ``encode`` gives ``[B, embed_dim]``; deterministic in eval; trainable."""
+
+    kind = "encoder"
+
+    @pytest.fixture
+    def items(self) -> list[Any]:
+        raise NotImplementedError("override the `items` fixture with a few raw inputs for this encoder")
+
+    def test_output_is_batch_by_embed_dim(self, component, items) -> None:
+        component.eval()
+        out = component.encode(component.prepare(items))
+        assert out.shape == (len(items), component.embed_dim)
+        assert torch.isfinite(out).all()
+
+    def test_eval_mode_is_deterministic(self, component, items) -> None:
+        component.eval()
+        with torch.no_grad():
+            a = component.encode(component.prepare(items))
+            b = component.encode(component.prepare(items))
+        torch.testing.assert_close(a, b)
+
+    def test_gradients_reach_trainable_parameters(self, component, items) -> None:
+        component.train()
+        out = component.encode(component.prepare(items))
+        out.pow(2).sum().backward()
+        trainable = [(n, p) for n, p in component.named_parameters() if p.requires_grad]
+        assert trainable, "an encoder with nothing to train"
+        without = [n for n, p in trainable if p.grad is None]
+        assert not without, f"no gradient reached: {without[:5]}"
+
+    def test_state_dict_round_trips_through_safetensors(self, component, items, registered, params, tmp_path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        component.eval()
+        path = tmp_path / "w.safetensors"
+        save_file({k: v.detach().contiguous().clone() for k, v in component.state_dict().items()}, str(path))
+        torch.manual_seed(123)  # a different init
+        twin = registered.info.load_factory()(params, BuildContext())
+        twin.load_state_dict(load_file(str(path)))
+        twin.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(twin.encode(twin.prepare(items)), component.encode(component.prepare(items)))
+
+    def test_empty_batch_is_rejected(self, component) -> None:
+        with pytest.raises((ValueError, IndexError, RuntimeError)):
+            component.encode(component.prepare([]))
+
+
+class ScorerContract(ComponentContract):
+    """Scorers: ``[Q, C]`` scores; row i depends on query i only; energy is minus the score."""
+
+    kind = "scorer"
+    dim: ClassVar[int] = 8
+
+    def test_shape_and_energy(self, component) -> None:
+        q, k = torch.randn(3, self.dim), torch.randn(5, self.dim)
+        s = component.score(q, k)
+        assert s.shape == (3, 5)
+        torch.testing.assert_close(component.energy(q, k), -s)
+        torch.testing.assert_close(component.log_prob(q, k).exp().sum(1), torch.ones(3))
+        assert torch.equal(component.argmin(q, k), s.argmax(1))
+
+    def test_rows_are_independent(self, component) -> None:
+        q, k = torch.randn(4, self.dim), torch.randn(6, self.dim)
+        full = component.score(q, k)
+        torch.testing.assert_close(component.score(q[2:3], k), full[2:3])
+
+    def test_gradients_reach_inputs(self, component) -> None:
+        q = torch.randn(3, self.dim, requires_grad=True)
+        k = torch.randn(4, self.dim, requires_grad=True)
+        component.score(q, k).sum().backward()
+        assert q.grad is not None and k.grad is not None
+        assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
+
+    def test_mismatched_widths_are_rejected(self, component) -> None:
+        with pytest.raises(ValueError, match="width"):
+            component.score(torch.randn(2, self.dim), torch.randn(2, self.dim + 1))
+
+
+class LossContract(ComponentContract):
+    """Losses: finite scalar and gradients; aligned pairs beat shuffled ones; permutation invariant."""
+
+    kind = "loss"
+    batch: ClassVar[int] = 8
+    dim: ClassVar[int] = 16
+
+    def _scores(self, aligned: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        q = torch.nn.functional.normalize(torch.randn(self.batch, self.dim, generator=g), dim=1)
+        noise = 0.1 * torch.randn(self.batch, self.dim, generator=g)
+        k = q + noise if aligned else q[torch.randperm(self.batch, generator=g)] + noise
+        return q, torch.nn.functional.normalize(k, dim=1)
+
+    def _targets(self) -> Targets:
+        return Targets(positive=torch.arange(self.batch))
+
+    def test_finite_scalar_and_gradients(self, component) -> None:
+        q, k = self._scores(True)
+        scores = (10 * q @ k.t()).requires_grad_()
+        out = component(scores, self._targets())
+        assert out.value.dim() == 0 and torch.isfinite(out.value)
+        out.value.backward()
+        assert torch.isfinite(scores.grad).all()
+
+    def test_aligned_pairs_score_better_than_shuffled(self, component) -> None:
+        good = component(10 * torch.matmul(*self._pair(True)), self._targets()).value
+        bad = component(10 * torch.matmul(*self._pair(False)), self._targets()).value
+        assert good < bad
+
+    def _pair(self, aligned: bool):
+        q, k = self._scores(aligned)
+        return q, k.t()
+
+    def test_batch_permutation_invariance(self, component) -> None:
+        q, k = self._scores(True)
+        perm = torch.randperm(self.batch, generator=torch.Generator().manual_seed(1))
+        a = component(10 * q @ k.t(), self._targets()).value
+        b = component(10 * q[perm] @ k[perm].t(), self._targets()).value
+        torch.testing.assert_close(a, b)
+
+    def test_wrong_target_shape_is_rejected(self, component) -> None:
+        q, k = self._scores(True)
+        with pytest.raises(ValueError, match="positive"):
+            component(q @ k.t(), Targets(positive=torch.arange(self.batch + 1)))
+
+
+class SamplerContract(ComponentContract):
+    """Samplers: same generator state, same batches; ``start`` skips exactly; sizes respected."""
+
+    kind = "sampler"
+
+    @pytest.fixture
+    def source(self):
+        raise NotImplementedError("override `source` with a small DataSource")
+
+    def _draw(self, component, source, seed: int, start: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        return [b.indices.tolist() for b in component.batches(source, generator=g, start=start)]
+
+    def test_same_seed_same_batches(self, component, source) -> None:
+        assert self._draw(component, source, 0) == self._draw(component, source, 0)
+        assert self._draw(component, source, 0) != self._draw(component, source, 1)
+
+    def test_start_skips_batches(self, component, source) -> None:
+        full = self._draw(component, source, 3)
+        assert self._draw(component, source, 3, start=1) == full[1:]
+
+    def test_num_batches_matches(self, component, source) -> None:
+        assert len(self._draw(component, source, 0)) == component.num_batches(source)
+
+
+class DatasetContract(ComponentContract):
+    """Datasets: a "train" split; ``get`` returns every field for every index; labels line up."""
+
+    kind = "dataset"
+
+    def test_splits_have_consistent_fields(self, component) -> None:
+        splits = component.splits()
+        assert "train" in splits
+        for name, source in splits.items():
+            assert len(source) > 0, name
+            got = source.get([0, len(source) - 1])
+            assert set(got) >= set(source.fields)
+            assert all(len(v) == 2 for v in got.values())
+            if source.labels is not None:
+                assert len(source.labels) == len(source)
+                if source.class_names is not None:
+                    assert int(source.labels.max()) < len(source.class_names)
+
+
+__all__ = ["ComponentContract", "EncoderContract", "ScorerContract", "LossContract", "SamplerContract",
+           "DatasetContract", "SpecError"]

@@ -1,0 +1,312 @@
+"""The training loop: AdamW with linear warmup and cosine decay, gradient clipping and accumulation,
+autocast (bf16 on GPUs that support it, fp16 with a grad scaler on request), resumable checkpoints.
+
+Deterministic on CPU: the data order of epoch ``e`` is drawn from a generator seeded with
+``(seed, e)``, the global torch RNG (init, augmentation, dropout) is saved in every checkpoint, and a
+resumed run skips the micro-batches already consumed, so resuming gives the same weights as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .components import EvalContext
+from .errors import CheckpointError, ClError
+from .pipeline import Pipeline
+from .spec import TrainerSpec
+from .types import Batch
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+METRICS_NAME = "metrics.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device that is unavailable is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ClError(f"run.device = '{name}' but CUDA is not available; use 'auto' or 'cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ClError(f"run.device = '{name}' but MPS is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. ``auto``: bf16 on a CUDA GPU that supports it, else fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type != "cuda":
+        raise ClError("trainer.precision = 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on CPU")
+    return torch.float16
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The generator that orders epoch ``epoch``'s batches (independent of anything else in the run)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier: linear warmup over ``warmup`` steps, then cosine decay to ``min_ratio`` at ``total``."""
+
+    def factor(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on matrices/kernels only (not biases, norms, embeddings' scales)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim < 2 or "logit_scale" in name or "logit_bias" in name:
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    if not decay and not no_decay:
+        raise ClError("the pipeline has no trainable parameters (every tower is frozen and nothing else learns)")
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: int = 2) -> Iterator[tuple[Batch, Any]]:
+    """Prepare the next batches in a background thread while the model computes on this one.
+
+    ``prepare`` must not draw from the global RNG (augmentation happens on the device, in the encoder).
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for batch in batches:
+                if stop.is_set():
+                    return
+                q.put((batch, prepare(batch)))
+            q.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+class Trainer:
+    """Trains a :class:`Pipeline` on its dataset's "train" split and runs its evaluators.
+
+    Args:
+        pipeline: the built pipeline (with dataset and sampler).
+        spec: the ``[trainer]`` table.
+        run_dir: where checkpoints and metrics go (must exist).
+        seed: the run seed (data order).
+        device: where to train.
+        callbacks: ``f(trainer, step)`` called after each optimizer step (after any checkpoint).
+        log: where to print human-readable lines.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        spec: TrainerSpec,
+        run_dir: Path,
+        *,
+        seed: int,
+        device: torch.device,
+        callbacks: Sequence[Callable[[Trainer, int], None]] = (),
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if pipeline.dataset is None or pipeline.sampler is None:
+            raise ClError("training needs a pipeline built with its dataset and sampler")
+        self.pipeline = pipeline.to(device)
+        self.spec = spec
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.device = device
+        self.callbacks = list(callbacks)
+        self.log = log
+        self.autocast_dtype = resolve_precision(spec.precision, device)
+        self.train_source = pipeline.dataset.splits()["train"]
+        self.micro_per_epoch = pipeline.sampler.num_batches(self.train_source)
+        self.steps_per_epoch = -(-self.micro_per_epoch // spec.accumulate)
+        self.total_steps = spec.epochs * self.steps_per_epoch
+        if spec.max_steps is not None:
+            self.total_steps = min(self.total_steps, spec.max_steps)
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(pipeline, spec.weight_decay), lr=spec.lr, betas=spec.betas, eps=spec.eps
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(spec.warmup_steps, self.total_steps, spec.min_lr_ratio)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.step = 0
+        self.epoch = 0
+        self.micro = 0  # next micro-batch index within the epoch
+        self.eval_results: dict[str, float] = {}
+
+    # -- state ---------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> None:
+        save_checkpoint(
+            self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.scaler, progress={"step": self.step, "epoch": self.epoch, "micro": self.micro,
+                                          "eval": self.eval_results},
+        )
+
+    def resume(self) -> None:
+        """Restore the last checkpoint of ``run_dir`` and drop metric lines logged after it."""
+        progress = load_checkpoint(
+            self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
+            scaler=self.scaler,
+        )
+        self.step, self.epoch, self.micro = progress["step"], progress["epoch"], progress["micro"]
+        self.eval_results = dict(progress.get("eval") or {})
+        if self.step > self.total_steps:
+            raise CheckpointError(f"checkpoint is at step {self.step}, past this run's {self.total_steps} steps")
+        metrics = self.run_dir / METRICS_NAME
+        if metrics.exists():
+            kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
+            metrics.write_text("".join(line + "\n" for line in kept))
+
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # -- loop ----------------------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[tuple[int, Batch, Any]]:
+        while self.epoch < self.spec.epochs and self.step < self.total_steps:
+            generator = epoch_generator(self.seed, self.epoch)
+            start = self.micro
+            batches = self.pipeline.sampler.batches(self.train_source, generator=generator, start=start)
+            for offset, (batch, prepared) in enumerate(_prefetch(batches, self.pipeline.prepare)):
+                yield start + offset, batch, prepared
+
+    def fit(self, plots_dir: Path | None = None) -> dict[str, float]:
+        """Train to ``total_steps`` (continuing from the current state), evaluate, return eval metrics."""
+        from tqdm.auto import tqdm
+
+        spec = self.spec
+        self.pipeline.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not spec.progress, unit="step",
+                   dynamic_ncols=True, desc="train")
+        started = time.perf_counter()
+        seen = 0
+        running: dict[str, float] = {}
+        in_group = 0
+        try:
+            for micro, batch, prepared in self._micro_batches():
+                group_size = min(spec.accumulate, self.micro_per_epoch - (micro - micro % spec.accumulate))
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                    enabled=self.autocast_dtype is not None):
+                    out = self.pipeline.training_loss(prepared, batch.labels, self.device)
+                self.scaler.scale(out.value / group_size).backward()
+                seen += len(batch)
+                in_group += 1
+                for name, value in {"loss": out.value, **out.parts}.items():
+                    running[name] = running.get(name, 0.0) + float(value.detach()) / group_size
+                self.micro = micro + 1
+                if in_group < group_size:
+                    continue
+                in_group = 0
+                self._optimizer_step()
+                if self.micro >= self.micro_per_epoch:
+                    self.epoch, self.micro = self.epoch + 1, 0
+                    if spec.eval_every and self.epoch % spec.eval_every == 0 and self.epoch < spec.epochs:
+                        self.evaluate()
+                        self.pipeline.train()
+                record = {"step": self.step, "epoch": self.epoch, **running,
+                          "lr": self.scheduler.get_last_lr()[0]}
+                scale = getattr(self.pipeline.scorer, "scale", None)
+                if isinstance(scale, torch.Tensor):
+                    record["logit_scale"] = float(scale.detach())
+                running = {}
+                if self.step % spec.log_every == 0 or self.step == self.total_steps:
+                    self._write_metrics(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
+                at_epoch_end = self.micro == 0
+                if (spec.checkpoint_every and self.step % spec.checkpoint_every == 0) or at_epoch_end \
+                        or self.step == self.total_steps:
+                    self.save_checkpoint()
+                for callback in self.callbacks:
+                    callback(self, self.step)
+                if self.step >= self.total_steps:
+                    break
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - started
+        if seen:
+            self.log(f"trained {self.step} steps in {elapsed:.1f} s ({seen / max(elapsed, 1e-9):.0f} pairs/s)")
+        results = self.evaluate(plots_dir)
+        self.save_checkpoint()
+        return results
+
+    def _optimizer_step(self) -> None:
+        if self.spec.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.spec.grad_clip
+            )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.pipeline.post_step()
+        self.step += 1
+
+    def evaluate(self, plots_dir: Path | None = None) -> dict[str, float]:
+        """Run every evaluator; results are logged to metrics.jsonl and returned."""
+        results: dict[str, float] = {}
+        if not self.pipeline.evaluators:
+            return results
+        self.pipeline.eval()
+        ctx = EvalContext(device=self.device, plots_dir=plots_dir)
+        for evaluator in self.pipeline.evaluators:
+            results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
+        self.eval_results = results
+        self._write_metrics({"step": self.step, "epoch": self.epoch, "eval": results})
+        return results

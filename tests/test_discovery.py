@@ -1,0 +1,149 @@
+"""Plugin discovery: our own entry-point loop, failures recorded, conflicts named, torch-free."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cl_core.errors import PluginConflictError, PluginLoadError, UnknownComponentError
+from cl_core.plugins import FIRST_PARTY, PluginHost, hookimpl
+from cl_core.registry import ComponentInfo
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_import_list_and_validate_do_not_import_torch(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[data]\ntype="core.nope"\n[sampler]\ntype="core.in-batch"\n[encoders.a]\ntype="x.y"\n'
+                    '[scorer]\ntype="core.cosine"\n[loss]\ntype="core.clip"\n')
+    code = textwrap.dedent(f"""
+        import sys
+        import cl_core
+        from cl_core.plugins import PluginHost
+        from cl_core.spec import load_spec
+        from cl_core.errors import SpecError
+        host = PluginHost()
+        registry = host.registry()
+        try:
+            load_spec({str(spec)!r}, registry)
+        except SpecError:
+            pass
+        print("torch" in sys.modules)
+    """)
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def _fake_distribution(root: Path, name: str, module_source: str) -> None:
+    """A minimal installed distribution (dist-info with an entry point) on a path we control."""
+    (root / f"{name}_mod.py").write_text(module_source)
+    info = root / f"{name}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[cl_core]\n{name} = {name}_mod\n")
+
+
+def test_plugin_that_raises_on_import_is_listed_as_failed(tmp_path):
+    _fake_distribution(tmp_path, "broken", "raise ImportError('needs the moon')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run(["cl", "plugins", "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "broken" in out.stdout and "failed" in out.stdout
+    assert "ImportError: needs the moon" in out.stdout
+    strict = subprocess.run(["cl", "plugins", "check"], capture_output=True, text=True,
+                            env={**env, "CL_STRICT_PLUGINS": "1"}, timeout=120)
+    assert strict.returncode == 1
+    assert "broken" in strict.stderr and "Traceback" not in strict.stderr
+
+
+def test_lenient_host_warns_and_strict_host_raises(tmp_path, monkeypatch):
+    _fake_distribution(tmp_path, "broken2", "raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.warns(UserWarning, match="broken2.*failed to load.*RuntimeError: boom"):
+        host = PluginHost(only=["broken2"])
+    status = {s.entry_point: s for s in host.statuses()}["broken2"]
+    assert status.state == "failed" and status.error == "RuntimeError: boom"
+    with pytest.raises(UnknownComponentError, match="plugin 'broken2'.*failed to load: RuntimeError: boom"):
+        host.registry().get("encoder", "broken2.thing")
+    with pytest.raises(PluginLoadError, match="broken2"):
+        PluginHost(only=["broken2"], strict=True)
+
+
+class _Dup:
+    @staticmethod
+    @hookimpl
+    def cl_scorers():
+        from cl_core._builtin.params import DotParams
+
+        yield ComponentInfo(name="dup.dot", params=DotParams, factory="x:y", summary="s")
+
+
+def test_duplicate_component_names_name_both_providers():
+    host = PluginHost(autoload=False)
+    host.register(_Dup, name="dup")
+    with pytest.raises(PluginConflictError, match="already registered"):
+        host.register(_Dup, name="dup")
+
+
+class _Unprefixed:
+    @staticmethod
+    @hookimpl
+    def cl_scorers():
+        from cl_core._builtin.params import DotParams
+
+        yield ComponentInfo(name="other.dot", params=DotParams, factory="x:y", summary="s")
+
+
+def test_component_names_must_carry_the_entry_point_prefix():
+    host = PluginHost(autoload=False)
+    with pytest.warns(UserWarning, match="must be named 'mine.<name>'"):
+        host.register(_Unprefixed, name="mine")
+    assert {s.entry_point: s.state for s in host.statuses()}["mine"] == "failed"
+
+
+def test_unknown_component_suggests_and_is_not_a_key_error():
+    registry = PluginHost(autoload=False).registry()
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("scorer", "core.cosin")
+    assert not isinstance(info.value, KeyError)
+    assert "did you mean 'core.cosine'" in str(info.value)
+    assert any("core.dot" in h for h in info.value.hints)
+
+
+def test_missing_first_party_plugin_says_what_to_install():
+    registry = PluginHost(autoload=False).registry()
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("encoder", "imagebind.audio")
+    assert "not installed" in str(info.value)
+    assert info.value.hints == ("install it with: pip install cl-imagebind",)
+
+
+def test_registry_toml_agrees_with_entry_points_and_registrations():
+    index = tomllib.loads((REPO / "registry.toml").read_text())["plugin"]
+    assert {n: m["distribution"] for n, m in index.items()}.items() <= FIRST_PARTY.items()
+    host = PluginHost(strict=True)
+    installed = {s.entry_point: s for s in host.statuses() if s.state == "loaded"}
+    registry = host.registry()
+    for name, meta in index.items():
+        pyproject = tomllib.loads((REPO / meta["path"] / "pyproject.toml").read_text())
+        assert pyproject["project"]["name"] == meta["distribution"]
+        assert name in pyproject["project"]["entry-points"]["cl_core"]
+        if name not in installed:
+            pytest.fail(f"plugin {name} ({meta['distribution']}) is indexed but not installed")
+        registered = {e.kind: set() for e in registry.by_plugin(name)}
+        for e in registry.by_plugin(name):
+            registered[e.kind].add(e.name)
+        for kind, names in registered.items():
+            plural = {"loss": "losses"}.get(kind, kind + "s")
+            assert set(meta.get(plural, [])) == names, f"{name}: registry.toml {kind}s differ from registrations"
