@@ -27,7 +27,7 @@ def _bad(path, old: str, new: str) -> None:
 
 
 CASES = {
-    "unknown component": ('type = "core.clip"', 'type = "core.clipp"', "loss.type: unknown loss 'core.clipp'; did you mean 'core.clip'?"),
+    "unknown component": ('type = "core.clip"', 'type = "core.clipp"', "loss.type: unknown loss 'core.clipp'; did you mean 'core.clip'"),
     "misspelt parameter": ("batch_size = 16", "batch_sise = 16", "sampler.batch_sise: unknown parameter for sampler 'core.in-batch'; did you mean 'batch_size'?"),
     "wrong value type": ("lr = 0.01", 'lr = "fast"', "trainer.lr: expected number, got string 'fast'"),
     "missing table": ('[loss]\ntype = "core.clip"\n', "", "loss: required table missing"),

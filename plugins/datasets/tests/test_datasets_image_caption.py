@@ -118,7 +118,8 @@ def test_bad_rows_are_located_by_file_and_line(tmp_path):
     with pytest.raises(DataError) as err:
         build_image_caption(_params(imgs, path))
     message = str(err.value)
-    for line, what in ((3, "invalid JSON"), (4, "missing 'caption'"), (5, "empty caption"), (6, "expected a JSON object")):
+    expected = ((3, "invalid JSON"), (4, "missing 'caption'"), (5, "empty caption"), (6, "expected a JSON object"))
+    for line, what in expected:
         assert f"{path}:{line}: {what}" in message
     assert f"{path}:1:" not in message and "4 malformed row(s)" in message
     ds = build_image_caption(_params(imgs, path, skip_bad=True, holdout=0.0))

@@ -63,11 +63,11 @@ class ComponentContract:
         assert NAME_RE.match(registered.name), registered.name
         assert registered.name.split(".")[0] == registered.plugin
 
-    def test_params_is_frozen_attrs_without_type_field(self, registered: Registered) -> None:
+    def test_params_is_frozen_attrs_without_type_field(self, registered: Registered, params: Any) -> None:
         cls = registered.info.params
-        assert attrs.has(cls)
+        assert attrs.has(cls) and isinstance(params, cls)
         assert "type" not in attrs.fields_dict(cls)
-        instance = cls()
+        instance = params
         fields = attrs.fields(cls)
         if fields:
             with pytest.raises(attrs.exceptions.FrozenInstanceError):

@@ -63,6 +63,6 @@ def logit_scale(pipeline: Any, default: float = 100.0) -> float:
     """The scorer's logit scale when it has one (``core.cosine``), else CLIP's 100; for probabilities."""
     scale = getattr(getattr(pipeline, "scorer", None), "scale", None)
     try:
-        return float(scale) if scale is not None else default
+        return float(scale.detach() if hasattr(scale, "detach") else scale) if scale is not None else default
     except (TypeError, ValueError):
         return default

@@ -62,7 +62,8 @@ class ImageTower(Tower):
         x = inputs["pixels"]
         expected = (3, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"pixels must have shape [B, 3, {self.image_size}, {self.image_size}], got {list(x.shape)}")
+            s = self.image_size
+            raise ValueError(f"pixels must have shape [B, 3, {s}, {s}], got {list(x.shape)}")
         if self.augmenting and self.augmenter is not None:
             x = self.augmenter(x)
         return x

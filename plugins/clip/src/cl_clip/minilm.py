@@ -86,7 +86,7 @@ class MiniLM(Tower):
         self.params = params
 
     def prepare(self, items: Sequence[str]) -> dict[str, Tensor]:
-        """Strings -> ``input_ids``, ``attention_mask`` ``[B, T]`` (``[CLS] ... [SEP]``, truncated keeping ``[SEP]``)."""
+        """Strings -> ``input_ids``, ``attention_mask`` ``[B, T]``: ``[CLS] ... [SEP]``, cut keeping ``[SEP]``."""
         out = self.tokenizer(items, self.max_length)
         if self.wants_keys:
             out["key"] = text_keys(items)
@@ -94,7 +94,8 @@ class MiniLM(Tower):
 
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        states = self.trunk(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+        out = self.trunk(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+        states = out.last_hidden_state
         return mean_pool(states, mask)
 
 

@@ -38,11 +38,11 @@ def plot_zero_shot(
     fig = Figure(figsize=(8.0, 1.6 * n + 0.6))
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(n, 2, width_ratios=(1, 3.5))
-    for r, (image, (names, probs, truth)) in enumerate(zip(images, rows)):
+    for r, (image, (names, probs, truth)) in enumerate(zip(images, rows, strict=True)):
         ax_img = fig.add_subplot(grid[r, 0])
         ax_img.imshow(np.asarray(to_pil_rgb(image, r)))
         ax_img.set_axis_off()
-        ax_img.set_title(_short(truth), fontsize=8)
+        ax_img.set_title(_short(truth, 22), fontsize=7)
         ax = fig.add_subplot(grid[r, 1])
         y = np.arange(len(names))[::-1]
         colors = ["tab:green" if name == truth else "tab:gray" for name in names]

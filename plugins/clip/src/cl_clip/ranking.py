@@ -9,7 +9,6 @@ not the IR recall #retrieved-correct / #correct) is then ``rank <= K``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

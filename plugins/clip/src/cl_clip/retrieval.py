@@ -41,7 +41,9 @@ def retrieval_ranks(queries: Tensor, gallery: Tensor, labels: Tensor | None) -> 
         labels: ``[Q]`` labels (same-label items are correct) or None (only the pair is correct).
     """
     if queries.shape != gallery.shape:
-        raise ValueError(f"queries and gallery must have the same shape, got {list(queries.shape)} and {list(gallery.shape)}")
+        raise ValueError(
+            f"queries and gallery must have the same shape, got {list(queries.shape)} and {list(gallery.shape)}"
+        )
     out = []
     for start in range(0, queries.shape[0], QUERY_CHUNK):
         stop = min(start + QUERY_CHUNK, queries.shape[0])

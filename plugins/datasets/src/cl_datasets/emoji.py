@@ -114,7 +114,8 @@ class EmojiDataset(Dataset):
         self.skipped = len(problems)
         self.skipped_items = tuple(problems)
         if problems:
-            log.warning("datasets.emoji: skipped %d bad image(s) (skip_bad = true):\n%s", len(problems), _listing(problems))
+            log.warning("datasets.emoji: skipped %d bad image(s) (skip_bad = true):\n%s", len(problems),
+                        _listing(problems))
         size = params.image_size
         images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.uint8)
 

@@ -125,17 +125,21 @@ def fetch(packages: list[NpmPackage], root: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=root))
     try:
         log.info("fetching %s with npm into %s (about %d MB) ...", ", ".join(p.spec for p in packages), root,
-                 sum(75 if p is NOTO else 5 for p in packages))
-        cmd = [npm, "pack", *(p.spec for p in packages), "--silent", "--ignore-scripts"]
+                 sum(75 if p.name == NOTO.name else 5 for p in packages))
+        # A throwaway npm cache: the tarballs are not kept twice (ours + ~/.npm), and npm's own cache
+        # state cannot break the fetch.
+        cmd = [npm, "pack", *(p.spec for p in packages), "--silent", "--ignore-scripts",
+               f"--cache={tmp / '.npm-cache'}"]
+        shown = "npm " + " ".join(cmd[1:2 + len(packages)])
         try:
             proc = subprocess.run(cmd, cwd=tmp, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                   timeout=1800)
         except (OSError, subprocess.SubprocessError) as exc:
-            raise DataError(f"`{' '.join(cmd[1:])}` could not run: {exc}\n" + _how_to_avoid_npm(packages, root)) from exc
+            raise DataError(f"`{shown}` could not run: {exc}\n" + _how_to_avoid_npm(packages, root)) from exc
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-10:])
             raise DataError(
-                f"`npm {' '.join(cmd[2:])}` failed (exit {proc.returncode}):\n{tail}\n" + _how_to_avoid_npm(packages, root)
+                f"`{shown}` failed (exit {proc.returncode}):\n{tail}\n" + _how_to_avoid_npm(packages, root)
             )
         for package in packages:
             tgz = tmp / f"{package.name}-{package.version}.tgz"

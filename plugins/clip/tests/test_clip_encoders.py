@@ -1,0 +1,271 @@
+"""Image and text towers: shapes, preprocessing, freezing, the feature cache, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cl_clip import params as P
+from cl_clip.efficientnet import EfficientNetLite0
+from cl_clip.minilm import MiniLM
+from cl_clip.preprocess import CLIP_MEAN, CLIP_STD, prepare_images
+from cl_clip.resnet import AttentionPool2d, ModifiedResNet
+from cl_clip.text import TextTransformer
+from cl_clip.transformer import AttentionPool
+from cl_clip.vit import ViT
+
+TINY = {
+    "vit": lambda **kw: ViT(P.ViTParams(image_size=32, patch=8, width=64, layers=2, embed_dim=24, **kw)),
+    "vit-attn": lambda **kw: ViT(P.ViTParams(image_size=32, patch=8, width=64, layers=2, embed_dim=24,
+                                             pool="attention", **kw)),
+    "resnet": lambda **kw: ModifiedResNet(P.ResNetParams(image_size=32, width=8, embed_dim=24, **kw)),
+    "efficientnet": lambda **kw: EfficientNetLite0(P.EfficientNetParams(image_size=32, embed_dim=24,
+                                                                         pretrained=False, **kw)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_image_tower_shapes(name, images):
+    tower = TINY[name]()
+    prepared = tower.prepare(images)
+    assert prepared["pixels"].shape == (len(images), 3, 32, 32)
+    assert prepared["pixels"].dtype == torch.float32
+    out = tower.encode(prepared)
+    assert out.shape == (len(images), 24)
+    assert torch.isfinite(out).all()
+    assert tower.modality == "image" and tower.embed_dim == 24
+
+
+def test_text_tower_shapes(captions):
+    for tower in (TextTransformer(P.TextTransformerParams(width=64, layers=2, embed_dim=24)),
+                  MiniLM(P.MiniLMParams(pretrained=False, embed_dim=24))):
+        out = tower.encode(tower.prepare(captions))
+        assert out.shape == (len(captions), 24)
+        assert tower.modality == "text"
+
+
+def test_vit_param_count_matches_formula():
+    w, layers, g, d = 64, 2, 4, 24
+    tower = ViT(P.ViTParams(image_size=32, patch=8, width=w, layers=layers, embed_dim=d))
+    block = 4 * w * w + 4 * w + 2 * 4 * w * w + 4 * w + w + 4 * w  # attn (qkv+out) + mlp + 2 LayerNorms
+    expected = 3 * w * 8 * 8 + w + (g * g + 1) * w + 2 * w + layers * block + 2 * w + w * d
+    assert sum(p.numel() for p in tower.parameters()) == expected
+
+
+def test_attention_pools_shapes():
+    pool = AttentionPool(64, heads=4)
+    assert pool(torch.randn(3, 17, 64)).shape == (3, 64)
+    pool2d = AttentionPool2d(spatial=2, channels=128, heads=2)
+    assert pool2d(torch.randn(3, 128, 2, 2)).shape == (3, 128)
+    with pytest.raises(ValueError, match="2x2 feature map"):
+        pool2d(torch.randn(3, 128, 3, 3))
+
+
+def test_attention_pool2d_query_is_mean_token():
+    """With a zero positional embedding and identity projections, a single head returns the softmax
+    average of the tokens weighted by their similarity to the mean token."""
+    c = 4
+    pool = AttentionPool2d(spatial=2, channels=c, heads=1)
+    with torch.no_grad():
+        pool.positional_embedding.zero_()
+        for lin in (pool.q_proj, pool.k_proj, pool.v_proj):
+            lin.weight.copy_(torch.eye(c))
+            lin.bias.zero_()
+    x = torch.randn(1, c, 2, 2)
+    tokens = x.flatten(2).transpose(1, 2)[0]
+    tokens = torch.cat([tokens.mean(0, keepdim=True), tokens])
+    weights = torch.softmax(tokens[0] @ tokens.t() / c**0.5, dim=0)
+    torch.testing.assert_close(pool(x)[0], weights @ tokens)
+
+
+def test_resnet_output_stride_and_channels():
+    tower = ModifiedResNet(P.ResNetParams(image_size=64, width=8, layers=(1, 2, 1, 1), embed_dim=16))
+    fmap = tower.trunk.feature_map(torch.randn(2, 3, 64, 64))
+    assert fmap.shape == (2, 8 * 32, 2, 2)
+    assert len(tower.trunk.layer2) == 2
+
+
+def test_wrong_pixel_shape_is_a_clear_error():
+    tower = TINY["vit"]()
+    with pytest.raises(ValueError, match=r"pixels must have shape \[B, 3, 32, 32\]"):
+        tower.encode({"pixels": torch.randn(2, 3, 64, 64)})
+
+
+# -- preprocessing ------------------------------------------------------------------------------------
+def test_prepare_composites_alpha_on_white_and_normalises():
+    transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black
+    pixels = prepare_images([transparent], 8, CLIP_MEAN, CLIP_STD)["pixels"]
+    expected = (1.0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
+    torch.testing.assert_close(pixels[0, :, 3, 3], expected)
+
+
+def test_prepare_center_crops_non_square():
+    # left third red, middle third green, right third blue; the centre crop keeps mostly green
+    a = np.zeros((30, 90, 3), dtype=np.uint8)
+    a[:, :30, 0], a[:, 30:60, 1], a[:, 60:, 2] = 255, 255, 255
+    pixels = prepare_images([a], 10, (0, 0, 0), (1, 1, 1))["pixels"][0]
+    assert pixels.shape == (3, 10, 10)
+    assert pixels[1].mean() > 0.9 and pixels[0].mean() < 0.1 and pixels[2].mean() < 0.1
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    (np.zeros((4, 4, 3), dtype=np.float32), "uint8"),
+    (np.zeros((4, 4, 5), dtype=np.uint8), "shape"),
+    ("not an image", "PIL image"),
+])
+def test_prepare_rejects_bad_items(bad, fragment):
+    good = np.zeros((4, 4, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"items\[1\]") as info:
+        prepare_images([good, bad], 8, CLIP_MEAN, CLIP_STD)
+    assert fragment in str(info.value)
+
+
+# -- freezing -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vit", "resnet", "efficientnet"])
+def test_freeze_trains_only_the_projection(name, images):
+    tower = TINY[name](freeze=True, cache_features=False)
+    tower.train()
+    assert not tower.trunk.training, "a frozen trunk must stay in eval mode"
+    prepared = tower.prepare(images)
+    bn_before = {k: v.clone() for k, v in tower.trunk.state_dict().items() if "running_mean" in k}
+    tower.encode(prepared).square().sum().backward()
+    assert all(p.grad is None for p in tower.trunk.parameters())
+    assert tower.proj.weight.grad is not None and tower.proj.weight.grad.abs().sum() > 0
+    for k, v in bn_before.items():  # BatchNorm statistics are frozen too
+        torch.testing.assert_close(tower.trunk.state_dict()[k], v)
+
+
+def test_unfrozen_tower_trains_its_trunk(images):
+    tower = TINY["resnet"]()
+    tower.encode(tower.prepare(images)).square().sum().backward()
+    assert tower.trunk.conv1.weight.grad is not None
+    assert "key" not in tower.prepare(images)  # no cache keys for a training trunk
+
+
+def test_minilm_trainable_top_layers(captions):
+    tower = MiniLM(P.MiniLMParams(pretrained=False, trainable_layers=2, embed_dim=8))
+    tower.train()
+    bert = tower.trunk
+    assert not bert.embeddings.training and not bert.encoder.layer[3].training
+    assert bert.encoder.layer[4].training and bert.encoder.layer[5].training
+    prepared = tower.prepare(captions)
+    assert "key" not in prepared  # trunk layers train: no feature cache
+    tower.encode(prepared).square().sum().backward()
+    assert bert.embeddings.word_embeddings.weight.grad is None
+    assert all(p.grad is None for p in bert.encoder.layer[3].parameters())
+    assert all(p.grad is not None for p in bert.encoder.layer[4].parameters())
+    assert tower.proj.weight.grad is not None
+    with pytest.raises(ValueError, match="exceeds"):
+        MiniLM(P.MiniLMParams(pretrained=False, trainable_layers=7))
+
+
+# -- feature cache ------------------------------------------------------------------------------------
+def _count_trunk_rows(tower):
+    calls = []
+    original = tower.features
+
+    def counting(inputs):
+        calls.append(next(iter(inputs.values())).shape[0])
+        return original(inputs)
+
+    tower.features = counting
+    return calls
+
+
+def test_feature_cache_reuses_frozen_trunk_features(images):
+    tower = TINY["efficientnet"]()  # frozen by default
+    reference = TINY["efficientnet"](cache_features=False)
+    reference.load_state_dict(tower.state_dict())
+    batch = images + images[:2]  # two repeated items in one batch
+    prepared = tower.prepare(batch)
+    assert "key" in prepared and prepared["key"].shape == (len(batch),)
+    calls = _count_trunk_rows(tower)
+    first = tower.encode(prepared)
+    assert calls == [len(images)], "the trunk runs once per distinct image"
+    assert tower.cache_len == len(images)
+    second = tower.encode(tower.prepare(batch))
+    assert calls == [len(images)], "a second pass is served from the cache"
+    torch.testing.assert_close(first, second)
+    expected = reference.encode(reference.prepare(batch))
+    torch.testing.assert_close(first, expected, rtol=1e-4, atol=1e-5)
+    # gradients still reach the projection on cached rows
+    first.square().sum().backward()
+    assert tower.proj.weight.grad is not None
+
+
+def test_feature_cache_cleared_on_load_and_evicts(images):
+    tower = TINY["vit"](freeze=True)
+    tower.encode(tower.prepare(images))
+    assert tower.cache_len == len(images)
+    tower.load_state_dict(tower.state_dict())
+    assert tower.cache_len == 0
+    tower._cache_size = 2
+    tower.encode(tower.prepare(images))
+    assert tower.cache_len == 2
+
+
+def test_text_cache_keys_by_string(captions):
+    tower = TextTransformer(P.TextTransformerParams(width=64, layers=2, freeze=True))
+    calls = _count_trunk_rows(tower)
+    a = tower.encode(tower.prepare(captions))
+    b = tower.encode(tower.prepare(list(reversed(captions))))
+    assert calls == [len(captions)]
+    torch.testing.assert_close(a, b.flip(0))
+
+
+# -- augmentation ---------------------------------------------------------------------------------------
+def test_augmentation_only_in_training_and_never_cached(images):
+    tower = TINY["vit"](freeze=True, augment=True)
+    prepared = tower.prepare(images)
+    tower.train()
+    a, b = tower.encode(prepared), tower.encode(prepared)
+    assert not torch.allclose(a, b), "training-mode augmentation is random"
+    assert tower.cache_len == 0, "augmented features must not be cached"
+    tower.eval()
+    c, d = tower.encode(prepared), tower.encode(prepared)
+    torch.testing.assert_close(c, d)
+
+
+def test_augment_identity_settings_and_range():
+    from cl_clip.augment import ImageAugment
+
+    x = torch.rand(4, 3, 16, 16)
+    mean, std = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    z = (x - mean) / std
+    same = ImageAugment(CLIP_MEAN, CLIP_STD, scale=(1, 1), ratio=(1, 1), degrees=0, jitter=0)
+    torch.testing.assert_close(same(z), z, atol=1e-4, rtol=1e-4)
+    out = ImageAugment(CLIP_MEAN, CLIP_STD, jitter=0.5)(z) * std + mean
+    assert out.shape == z.shape and out.min() >= -1e-5 and out.max() <= 1 + 1e-5
+
+
+def test_color_jitter_matches_sequential_definition():
+    """The fused colour map equals brightness, then contrast, then saturation applied one by one."""
+    from cl_clip.augment import ImageAugment
+
+    aug = ImageAugment((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), p_color=1.0)
+    x = torch.rand(5, 3, 8, 8)
+    torch.manual_seed(3)
+    a, o = aug._color_map(x)
+    got = (torch.einsum("bij,bjhw->bihw", a, x) + o[:, :, None, None]).clamp(0, 1)
+    torch.manual_seed(3)
+    torch.rand(5)
+    f = 1 + 0.2 * (2 * torch.rand(5, 3) - 1)
+    gray = lambda t: 0.299 * t[:, 0:1] + 0.587 * t[:, 1:2] + 0.114 * t[:, 2:3]  # noqa: E731
+    y = x * f[:, 0, None, None, None]
+    m = gray(y).mean(dim=(2, 3), keepdim=True)
+    y = m + f[:, 1, None, None, None] * (y - m)
+    g = gray(y)
+    y = (g + f[:, 2, None, None, None] * (y - g)).clamp(0, 1)
+    torch.testing.assert_close(got, y, atol=1e-5, rtol=1e-5)
+
+
+def test_efficientnet_pretrained_weights_load(images):
+    tower = EfficientNetLite0(P.EfficientNetParams(image_size=64, embed_dim=8))
+    random = EfficientNetLite0(P.EfficientNetParams(image_size=64, embed_dim=8, pretrained=False))
+    stem = tower.trunk._conv_stem.weight
+    assert not torch.allclose(stem, random.trunk._conv_stem.weight)
+    feats = tower.embed_features(images[:3])
+    assert feats.shape == (3, 1280) and torch.isfinite(feats).all()
+    assert sum(p.numel() for p in tower.trunk.parameters()) == 3_371_008  # Lite0 without its classifier
