@@ -20,7 +20,7 @@ import attrs
 import numpy as np
 import torch
 
-from . import modelcard, plots, provenance
+from . import distributed, modelcard, plots, provenance
 from .build import build_pipeline
 from .checkpoint import atomic_write_text
 from .errors import CheckpointError, ClError
@@ -85,10 +85,12 @@ def train(
         if spec_path is None:
             raise ClError("give a spec file, or --resume RUN")
         spec = load_spec(spec_path, registry, overrides=overrides)
-        run_dir = _new_run_dir(spec, Path(spec_path))
     if spec.run.num_threads:
         torch.set_num_threads(spec.run.num_threads)
-    device = resolve_device(spec.run.device)
+    device = distributed.launch(resolve_device(spec.run.device))  # torchrun: join the group, pick the GPU
+    zero = distributed.world()[0] == 0  # only rank 0 writes files
+    if resume is None:
+        run_dir = distributed.from_rank_zero(lambda: _new_run_dir(spec, Path(spec_path)))
     seed_everything(spec.run.seed)
     started = time.perf_counter()
     pipeline = build_pipeline(spec, registry, device=device)
@@ -98,7 +100,7 @@ def train(
     if resume is not None:
         trainer.resume()
         log(f"resuming {run_dir} at step {trainer.step} of {trainer.total_steps}")
-    else:
+    elif zero:
         run_dir.mkdir(parents=True)
         try:
             atomic_write_text(run_dir / SPEC_NAME, dump_spec(spec, info))
@@ -106,11 +108,14 @@ def train(
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
         log(f"run directory: {run_dir}")
+    distributed.barrier()
     log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
         f"on {device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
     plots_dir = run_dir / "plots" if spec.trainer.plots else None
     results = trainer.fit(plots_dir=plots_dir)
     seconds = time.perf_counter() - started
+    if not zero:
+        return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds)
     save_weights(pipeline, run_dir / WEIGHTS_NAME)
     if plots_dir is not None:
         plots.loss_curve(run_dir / METRICS_NAME, plots_dir / "loss.png")

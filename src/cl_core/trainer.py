@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .components import EvalContext
 from .errors import CheckpointError, ClError
@@ -184,6 +185,15 @@ class Trainer:
         self.epoch = 0
         self.micro = 0  # next micro-batch index within the epoch
         self.eval_results: dict[str, float] = {}
+        # Under torchrun each rank trains on its share of every batch; losses gather across ranks, gradients
+        # are averaged before each step, and only rank 0 writes files. Averaging once per optimizer step
+        # (distributed.average_gradients) is what DDP does, without DDP's requirements: the loss is not a
+        # module forward, frozen or unused modules (a decoder) need no find_unused_parameters, and
+        # gradient accumulation needs no no_sync().
+        self.rank, self.world_size = distributed.world()
+        distributed.broadcast_module(self.pipeline)
+        if self.rank != 0:
+            self.log = lambda message: None
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -191,6 +201,8 @@ class Trainer:
         return self.run_dir / CHECKPOINT_NAME
 
     def save_checkpoint(self) -> None:
+        if self.rank != 0:
+            return
         save_checkpoint(
             self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.scaler, progress={"step": self.step, "epoch": self.epoch, "micro": self.micro,
@@ -208,11 +220,13 @@ class Trainer:
         if self.step > self.total_steps:
             raise CheckpointError(f"checkpoint is at step {self.step}, past this run's {self.total_steps} steps")
         metrics = self.run_dir / METRICS_NAME
-        if metrics.exists():
+        if metrics.exists() and self.rank == 0:
             kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
             metrics.write_text("".join(line + "\n" for line in kept))
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
         with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -222,6 +236,8 @@ class Trainer:
             generator = epoch_generator(self.seed, self.epoch)
             start = self.micro
             batches = self.pipeline.sampler.batches(self.train_source, generator=generator, start=start)
+            if self.world_size > 1:
+                batches = (distributed.shard_batch(batch) for batch in batches)
             for offset, (batch, prepared) in enumerate(_prefetch(batches, self.pipeline.prepare)):
                 yield start + offset, batch, prepared
 
@@ -231,7 +247,8 @@ class Trainer:
 
         spec = self.spec
         self.pipeline.train()
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not spec.progress, unit="step",
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not spec.progress or self.rank != 0,
+                   unit="step",
                    dynamic_ncols=True, desc="train")
         started = time.perf_counter()
         seen = 0
@@ -286,6 +303,7 @@ class Trainer:
         return results
 
     def _optimizer_step(self) -> None:
+        distributed.average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
         if self.spec.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(
@@ -304,7 +322,7 @@ class Trainer:
         if not self.pipeline.evaluators:
             return results
         self.pipeline.eval()
-        ctx = EvalContext(device=self.device, plots_dir=plots_dir)
+        ctx = EvalContext(device=self.device, plots_dir=plots_dir if self.rank == 0 else None)
         for evaluator in self.pipeline.evaluators:
             results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
         self.eval_results = results

@@ -206,13 +206,56 @@ class ScorerContract(ComponentContract):
         with pytest.raises(ValueError, match="width"):
             component.score(torch.randn(2, self.dim), torch.randn(2, self.dim + 1))
 
+    def test_empty_inputs_are_rejected(self, component) -> None:
+        with pytest.raises(ValueError, match="empty"):
+            component.score(torch.randn(0, self.dim), torch.randn(2, self.dim))
+
+    def test_finite_gradients_at_identical_inputs(self, component) -> None:
+        """A query identical to its candidate (distance 0) still gives finite gradients (case 2)."""
+        q = torch.randn(3, self.dim)
+        k = q.clone().requires_grad_()
+        q = q.requires_grad_()
+        component.score(q, k).sum().backward()
+        assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
+        for name, param in component.named_parameters():
+            if param.grad is not None:
+                assert torch.isfinite(param.grad).all(), name
+
+    def reference(self, component, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor | None:
+        """Override: the scores ``[Q, C]`` of float64 ``queries`` and ``candidates`` computed independently
+        (e.g. by a loop over pairs). None skips :meth:`test_matches_float64_reference`."""
+        return None
+
+    def test_matches_float64_reference(self, component) -> None:
+        g = torch.Generator().manual_seed(7)
+        q = torch.randn(4, self.dim, generator=g, dtype=torch.float64)
+        k = torch.randn(5, self.dim, generator=g, dtype=torch.float64)
+        expected = self.reference(component, q, k)
+        if expected is None:
+            pytest.skip("no float64 reference given (override `reference`)")
+        got = component.to(torch.float64).score(q, k)
+        # 1e-7: float32 parameters (a logit scale of log(1/0.07)) are rounded before the cast to float64
+        torch.testing.assert_close(got, expected.to(got.dtype), rtol=1e-7, atol=1e-9)
+        got32 = component.to(torch.float32).score(q.float(), k.float())
+        torch.testing.assert_close(got32.double(), expected, rtol=1e-4, atol=1e-4)
+
 
 class LossContract(ComponentContract):
-    """Losses: finite scalar and gradients; aligned pairs beat shuffled ones; permutation invariant."""
+    """Losses: finite scalar and gradients; aligned pairs beat shuffled ones; permutation invariant;
+    bad targets and empty batches rejected; optionally a float64 reference value.
+
+    Hooks: :meth:`score_pairs` (how the contract turns unit query/candidate embeddings into scores; the
+    default is a cosine scorer with scale 10, distance losses return minus distances), :meth:`_targets`
+    and :meth:`reference`.
+    """
 
     kind = "loss"
     batch: ClassVar[int] = 8
     dim: ClassVar[int] = 16
+
+    def score_pairs(self, queries: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Scores ``[Q, C]`` the contract feeds the loss (override for distance-based losses)."""
+        return 10 * queries @ candidates.t()
 
     def _scores(self, aligned: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
@@ -226,15 +269,15 @@ class LossContract(ComponentContract):
 
     def test_finite_scalar_and_gradients(self, component) -> None:
         q, k = self._scores(True)
-        scores = (10 * q @ k.t()).requires_grad_()
+        scores = self.score_pairs(q, k).detach().requires_grad_()
         out = component(scores, self._targets())
         assert out.value.dim() == 0 and torch.isfinite(out.value)
         out.value.backward()
         assert torch.isfinite(scores.grad).all()
 
     def test_aligned_pairs_score_better_than_shuffled(self, component) -> None:
-        good = component(10 * torch.matmul(*self._pair(True)), self._targets()).value
-        bad = component(10 * torch.matmul(*self._pair(False)), self._targets()).value
+        good = component(self.score_pairs(*self._scores(True)), self._targets()).value
+        bad = component(self.score_pairs(*self._scores(False)), self._targets()).value
         assert good < bad
 
     def _pair(self, aligned: bool):
@@ -244,14 +287,45 @@ class LossContract(ComponentContract):
     def test_batch_permutation_invariance(self, component) -> None:
         q, k = self._scores(True)
         perm = torch.randperm(self.batch, generator=torch.Generator().manual_seed(1))
-        a = component(10 * q @ k.t(), self._targets()).value
-        b = component(10 * q[perm] @ k[perm].t(), self._targets()).value
+        targets = self._targets()
+        a = component(self.score_pairs(q, k), targets).value
+        permuted = Targets(positive=torch.argsort(perm)[targets.positive[perm]],
+                           labels=None if targets.labels is None else targets.labels[perm])
+        b = component(self.score_pairs(q[perm], k[perm]), permuted).value
         torch.testing.assert_close(a, b)
 
     def test_wrong_target_shape_is_rejected(self, component) -> None:
         q, k = self._scores(True)
         with pytest.raises(ValueError, match="positive"):
-            component(q @ k.t(), Targets(positive=torch.arange(self.batch + 1)))
+            component(self.score_pairs(q, k), Targets(positive=torch.arange(self.batch + 1)))
+
+    def test_wrong_label_length_is_rejected(self, component) -> None:
+        q, k = self._scores(True)
+        targets = Targets(positive=self._targets().positive, labels=torch.zeros(self.batch + 1, dtype=torch.long))
+        with pytest.raises(ValueError, match="labels"):
+            component(self.score_pairs(q, k), targets)
+
+    def test_empty_batch_is_rejected(self, component) -> None:
+        with pytest.raises(ValueError):
+            component(torch.zeros(0, self.batch), Targets(positive=torch.zeros(0, dtype=torch.long)))
+
+    def reference(self, scores: torch.Tensor, targets: Targets) -> float | None:
+        """Override: the loss of float64 ``scores`` and ``targets`` computed independently (loops, the
+        paper's formula). None skips :meth:`test_matches_float64_reference`."""
+        return None
+
+    def test_matches_float64_reference(self, component) -> None:
+        g = torch.Generator().manual_seed(3)
+        q = torch.nn.functional.normalize(torch.randn(self.batch, self.dim, generator=g, dtype=torch.float64), dim=1)
+        k = torch.nn.functional.normalize(q + 0.5 * torch.randn(q.shape, generator=g, dtype=torch.float64), dim=1)
+        scores, targets = self.score_pairs(q, k), self._targets()
+        expected = self.reference(scores, targets)
+        if expected is None:
+            pytest.skip("no float64 reference given (override `reference`)")
+        got64 = component.to(torch.float64)(scores, targets).value
+        assert got64.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        got32 = component.to(torch.float32)(scores.float(), targets).value
+        assert got32.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 class SamplerContract(ComponentContract):
