@@ -5,6 +5,8 @@
     nox -s "plugin(clip)"     cl-core + one plugin in its own environment
     nox -s together           every plugin co-installed: registry agreement, tiny main job, all tests
     nox -s lint               ruff
+    nox -s typecheck          mypy over cl_core (config in pyproject.toml)
+    nox -s docs               the mkdocs-material site, warnings as errors (--strict), into site/
     nox -s bench              benchmarks/ (off by default)
     nox -s gpu                tests marked gpu (off by default; needs a CUDA machine)
 
@@ -21,7 +23,7 @@ from pathlib import Path
 import nox
 
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["core", "plugin", "together", "lint"]
+nox.options.sessions = ["core", "plugin", "together", "lint", "typecheck", "docs"]
 
 ROOT = Path(__file__).parent
 PLUGINS = tomllib.loads((ROOT / "registry.toml").read_text())["plugin"]
@@ -65,7 +67,27 @@ def together(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the core, plugins, tests and benchmarks."""
     session.install("ruff")
-    session.run("ruff", "check", "src", "plugins", "tests", *session.posargs)
+    session.run("ruff", "check", "src", "plugins", "tests", "docs", "noxfile.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy over the cl_core package (typed public API; see [tool.mypy] for what is checked)."""
+    session.install(TORCH)
+    session.install("-e", ".[testing]", "mypy")
+    session.run("mypy", *session.posargs)
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build docs/ with mkdocs-material, warnings as errors. The spec reference and the plugin pages'
+    component lists are generated from the registry, so cl-core and every plugin are installed, without
+    their heavy dependencies (registrations and Params classes import no torch)."""
+    session.install("mkdocs>=1.6", "mkdocs-material>=9.5", "pluggy>=1.5", "attrs>=23.1", "cattrs>=23.2",
+                    "tomli-w>=1.0", "platformdirs>=3", "click>=8.1")
+    session.install("--no-deps", "-e", ".", *[a for m in PLUGINS.values() for a in ("-e", m["path"])])
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs,
+                env={"NO_MKDOCS_2_WARNING": "1", "CL_STRICT_PLUGINS": "1"})
 
 
 @nox.session(python="3.11", default=False)

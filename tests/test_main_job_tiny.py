@@ -57,7 +57,7 @@ def test_tiny_emoji_training_through_the_cli(tmp_path):
     again = subprocess.run([sys.executable, "-m", "cl_core.cli", "eval", str(run)], capture_output=True, text=True,
                            env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"zero-shot/heldout-noto/top1" in again.stdout
+    assert "zero-shot/heldout-noto/top1" in again.stdout
     # Re-evaluating the saved weights reproduces the numbers the run printed.
     line = next(l for l in again.stdout.splitlines() if "zero-shot/heldout-noto/top1" in l)
     assert float(line.split()[-1]) == pytest.approx(top1, abs=1e-4)

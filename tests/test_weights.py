@@ -26,7 +26,6 @@ def test_pickle_only_folder_is_refused(tmp_path, toy_host):
 
 
 def test_mismatched_weights_are_listed(toy_spec, toy_host):
-    from cl_core.spec import parse_overrides
 
     result = train(toy_spec()[0], host=toy_host, log=lambda m: None)
     spec_path = result.run_dir / "spec.toml"

@@ -8,7 +8,6 @@ looks anything up in a global registry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch

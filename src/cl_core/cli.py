@@ -129,9 +129,58 @@ def show(file: Path, resolved: bool, overrides: tuple[str, ...]) -> None:
     click.echo(dump_spec(spec_obj, provenance.collect(host)), nl=False)
 
 
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("repo_id", metavar="ORG/NAME")
+@click.option("--private", is_flag=True, help="Create the repository private (an existing one keeps its visibility).")
+@click.option("--revision", help="Branch to commit to (created from main if missing); default main.")
+@click.option("--token", envvar="HF_TOKEN", show_envvar=True, help="Hub token with write access.")
+@click.option("--message", "-m", help="Commit message.")
+@user_errors
+def push(run: Path, repo_id: str, private: bool, revision: str | None, token: str | None, message: str | None) -> None:
+    """Upload the trained model of RUN (spec, weights, model card, metrics, plots) to the Hub as ORG/NAME.
+
+    The Hub is HF_ENDPOINT (default https://huggingface.co); the resumable checkpoint stays local.
+    """
+    from .weights import push_to_hub
+
+    url = push_to_hub(run, repo_id, revision=revision, private=private, token=token or None, message=message)
+    click.echo(f"pushed {run} to {repo_id}{'@' + revision if revision else ''}: {url}")
+
+
+@main.command()
+@click.argument("repo", metavar="ORG/NAME[@REVISION]")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--revision", help="Branch, tag or commit id (same as ORG/NAME@REVISION).")
+@click.option("--token", envvar="HF_TOKEN", show_envvar=True, help="Hub token for private repositories.")
+@user_errors
+def pull(repo: str, directory: Path | None, revision: str | None, token: str | None) -> None:
+    """Download a model from the Hub into DIRECTORY (default: the Hugging Face cache) and check its spec.
+
+    The spec is checked against the installed plugins, so a missing plugin is named right away.
+    """
+    from . import hub
+    from .errors import SpecError
+    from .spec import load_spec
+    from .weights import SPEC_NAME
+
+    ref = hub.RepoRef.parse(repo)
+    if revision:
+        ref = hub.RepoRef(ref.repo_id, revision)
+    folder = hub.download(ref, token=token or None, local_dir=directory)
+    click.echo(f"downloaded {ref} to {folder}")
+    if not (folder / SPEC_NAME).is_file():
+        _fail(f"{ref} has no {SPEC_NAME}: it is not a cl model")
+    try:
+        load_spec(folder / SPEC_NAME, _host().registry())
+    except SpecError as exc:
+        _fail(f"the model needs components that are not available here:\n{exc}")
+    click.echo(f'load it with: from_pretrained("{folder if directory else ref}")')
+
+
 @main.group()
 def plugins() -> None:
-    """List and check installed plugins."""
+    """List, check and create plugins."""
 
 
 @plugins.command(name="list")
@@ -164,6 +213,24 @@ def plugins_list(as_json: bool) -> None:
             click.echo(f"    error: {row['error']}")
         if row["components"]:
             click.echo("    " + ", ".join(row["components"]))
+
+
+@plugins.command(name="new")
+@click.argument("name")
+@click.option("--dir", "parent", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+              help="Folder to create the plugin package in.")
+@user_errors
+def plugins_new(name: str, parent: Path) -> None:
+    """Create a plugin package NAME (encoder, loss, example data, contract tests) that installs and passes
+    the contract kit as it is."""
+    from .scaffold import names, new_plugin
+
+    target = new_plugin(name, parent)
+    values = names(name)
+    click.echo(f"created {values['distribution']} in {target}")
+    click.echo(f"  components: {name}.mlp (encoder), {name}.margin-nce (loss), {name}.pairs (dataset)")
+    click.echo(f"next:\n  cd {target}\n  pip install -e .\n  cl plugins list\n  pytest\n"
+               "  cl train specs/example.toml")
 
 
 @plugins.command(name="check")

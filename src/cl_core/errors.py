@@ -31,7 +31,7 @@ class Problem:
 
     path: str
     message: str
-    hints: tuple[str, ...] = field(default=(), converter=tuple)
+    hints: tuple[str, ...] = field(default=(), converter=lambda hints: tuple(hints))
 
     def render(self, indent: str = "  ") -> str:
         head = f"{indent}{self.path}: {self.message}" if self.path else f"{indent}{self.message}"
@@ -93,6 +93,11 @@ class DataError(ClError):
 
 class WeightsError(ClError):
     """A weights file does not match the pipeline, is missing, or is in an unsafe format."""
+
+
+class HubError(ClError):
+    """A Hugging Face Hub operation failed (offline, unreachable, refused credentials, unknown repository or
+    revision); the message names the repository, the endpoint and what to do."""
 
 
 class CheckpointError(ClError):

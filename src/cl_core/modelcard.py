@@ -1,24 +1,67 @@
-"""Model card (``README.md``) of a run, with the Hugging Face Hub metadata header."""
+"""Model card (``README.md``) of a run, with the Hugging Face Hub metadata header.
+
+The header (YAML between ``---`` lines) carries ``library_name: cl``, tags (``cl``, the plugins used), the
+dataset component, the metric names and a ``model-index`` with the run's results, so the Hub shows them.
+The body lists the components, training facts, results, how to load the weights and the resolved spec.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .spec import PipelineSpec, dump_spec
 
+LOCAL_SOURCE = "path/to/this/folder"
+_LOAD_LINE = re.compile(r'^pipeline = from_pretrained\("[^"\n]*"\).*$', re.MULTILINE)
+
+
+def _q(value: str) -> str:
+    """A YAML scalar: JSON strings are valid YAML and need no escaping rules of their own."""
+    return json.dumps(value)
+
 
 def _yaml_list(name: str, items: list[str]) -> list[str]:
-    return [f"{name}:"] + [f"- {item}" for item in items] if items else []
+    return [f"{name}:"] + [f"- {_q(item)}" for item in items] if items else []
+
+
+def plugins_of(spec: PipelineSpec) -> list[str]:
+    """Entry-point names of the plugins a spec's components come from (``core`` included)."""
+    refs = [spec.data, spec.sampler, spec.scorer, spec.loss, *spec.encoders.values(), *spec.evaluate]
+    if spec.decoder is not None:
+        refs.append(spec.decoder)
+    return sorted({ref.type.split(".")[0] for ref in refs})
+
+
+def metadata(spec: PipelineSpec, results: Mapping[str, float], *, name: str = "cl-model") -> list[str]:
+    """The YAML metadata lines (without the ``---`` fences)."""
+    lines = ["library_name: cl", "pipeline_tag: feature-extraction",
+             *_yaml_list("tags", ["cl", "contrastive-learning", *plugins_of(spec)]),
+             *_yaml_list("datasets", [spec.data.type]), *_yaml_list("metrics", sorted(results))]
+    if results:
+        lines += ["model-index:", f"- name: {_q(name)}", "  results:", "  - task:",
+                  "      type: feature-extraction", "    dataset:", f"      name: {_q(spec.data.type)}",
+                  f"      type: {_q(spec.data.type)}", "    metrics:"]
+        for key, value in sorted(results.items()):
+            lines += [f"    - type: {_q(key)}", f"      name: {_q(key)}", f"      value: {float(value):.6g}"]
+    return lines
 
 
 def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mapping[str, Any],
-           provenance: Mapping[str, Any]) -> str:
-    """Markdown model card: metadata header, components, results table, how to load, the spec."""
-    plugins = sorted({ref.type.split(".")[0] for ref in [spec.data, spec.sampler, spec.scorer, spec.loss,
-                                                        *spec.encoders.values(), *spec.evaluate]})
-    header = ["---", "library_name: cl", *_yaml_list("tags", ["cl", "contrastive-learning", *plugins]),
-              *_yaml_list("datasets", [spec.data.type]), *_yaml_list("metrics", sorted(results)), "---", ""]
+           provenance: Mapping[str, Any], source: str = LOCAL_SOURCE, name: str = "cl-model") -> str:
+    """Markdown model card: metadata header, components, results table, how to load, the spec.
+
+    Args:
+        spec: the resolved spec.
+        results: evaluation metrics of the run (may be empty).
+        training: facts shown under "Training" (steps, device, wall time, data).
+        provenance: the run's provenance (``plugins`` maps distributions to versions).
+        source: what the loading example passes to ``from_pretrained`` (a folder or ``org/name``).
+        name: the model's name in the Hub's ``model-index``.
+    """
+    header = ["---", *metadata(spec, results, name=name), "---", ""]
     parts = [
         "# Contrastive model trained with cl",
         "",
@@ -29,6 +72,7 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         *[f"| encoder `{role}` | `{ref.type}` |" for role, ref in spec.encoders.items()],
         f"| scorer | `{spec.scorer.type}` |",
         f"| loss | `{spec.loss.type}` |",
+        *([f"| decoder | `{spec.decoder.type}` |"] if spec.decoder is not None else []),
         "",
         "## Training",
         "",
@@ -41,17 +85,20 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         parts += ["| metric | value |", "|---|---|", *[f"| {k} | {v:.4f} |" for k, v in sorted(results.items())]]
     else:
         parts.append("No evaluators were run.")
+    plugins = sorted(provenance.get("plugins", {}))
     parts += [
         "",
         "## How to load",
         "",
         "```python",
         "from cl_core.weights import from_pretrained",
-        "pipeline = from_pretrained(\"path/to/this/folder\")  # or \"org/name\" on the Hub",
+        f'pipeline = from_pretrained("{source}")  # a folder, "org/name" or "org/name@revision"',
         f"embeddings = pipeline.embed(\"{next(iter(spec.encoders))}\", items)",
         "```",
         "",
-        "Needs these plugins installed: " + ", ".join(f"`{d}`" for d in sorted(provenance.get("plugins", {}))),
+        "or from the shell: `cl pull " + (source if source != LOCAL_SOURCE else "org/name") + " DIR`.",
+        "",
+        "Needs these plugins installed: " + (", ".join(f"`{d}`" for d in plugins) if plugins else "cl-core only"),
         "",
         "## Spec",
         "",
@@ -61,3 +108,10 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "",
     ]
     return "\n".join(header + parts)
+
+
+def with_source(card: str, source: str) -> str:
+    """The card with its loading example pointed at ``source`` (``org/name`` when pushed to the Hub)."""
+    card = _LOAD_LINE.sub(f'pipeline = from_pretrained("{source}")  # a folder, "org/name" or "org/name@revision"',
+                          card, count=1)
+    return card.replace("`cl pull org/name DIR`", f"`cl pull {source} DIR`", 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -52,19 +52,23 @@ class Pipeline(nn.Module):
         names = list(self.encoders.keys())
         return names[0], names[1] if len(names) > 1 else names[0]
 
+    def encoder(self, role: str) -> Encoder:
+        """The encoder of ``role`` (typed access to ``encoders``)."""
+        return cast(Encoder, self.encoders[role])
+
     def prepare(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
         """Run each encoder's ``prepare`` on its raw items (CPU work of the data path)."""
         q_role, k_role = self.roles
         roles = dict.fromkeys([q_role, k_role])
-        return {role: self.encoders[role].prepare(batch.inputs[role]) for role in roles}
+        return {role: self.encoder(role).prepare(batch.inputs[role]) for role in roles}
 
     def training_loss(
         self, prepared: Mapping[str, Mapping[str, Tensor]], labels: Tensor | None, device: torch.device
     ) -> LossOutput:
         """Encode both sides of a prepared batch and compute the loss."""
         q_role, k_role = self.roles
-        queries = self.encoders[q_role].encode(_to(prepared[q_role], device))
-        candidates = self.encoders[k_role].encode(_to(prepared[k_role], device))
+        queries = self.encoder(q_role).encode(_to(prepared[q_role], device))
+        candidates = self.encoder(k_role).encode(_to(prepared[k_role], device))
         positive = torch.arange(queries.shape[0], device=device)
         targets = Targets(positive=positive, labels=labels.to(device) if labels is not None else None)
         return self.loss.compute(queries, candidates, self.scorer, targets)
@@ -72,14 +76,15 @@ class Pipeline(nn.Module):
     def post_step(self) -> None:
         """Let components keep their invariants after an optimizer step (e.g. the logit-scale clamp)."""
         for module in self.modules():
-            if module is not self and hasattr(module, "post_step"):
-                module.post_step()
+            step = getattr(module, "post_step", None) if module is not self else None
+            if callable(step):
+                step()
 
     def embed(self, role: str, items: Sequence[Any], *, batch_size: int = 256) -> Tensor:
         """Embeddings ``[len(items), N]`` of raw items with the encoder of ``role`` (eval mode)."""
         if role not in self.encoders:
             raise KeyError(f"no encoder for role {role!r}; roles: {', '.join(self.encoders)}")
-        return self.encoders[role].embed(items, batch_size=batch_size)
+        return self.encoder(role).embed(items, batch_size=batch_size)
 
 
 def _to(inputs: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:

@@ -182,6 +182,13 @@ class PluginHost:
         return out
 
     # -- queries ---------------------------------------------------------------------------------
+    def plugin_module(self, entry_point: str) -> str | None:
+        """Import name of the module registered as ``entry_point`` (None if none is loaded)."""
+        plugin = self._pm.get_plugin(entry_point)
+        if plugin is None:
+            return None
+        return getattr(plugin, "__name__", None) or type(plugin).__module__
+
     def statuses(self) -> tuple[PluginStatus, ...]:
         return tuple(self._statuses.values())
 

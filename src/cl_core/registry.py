@@ -140,7 +140,7 @@ class Registry:
                 name,
                 f"{kind} '{name}' is unavailable: plugin '{prefix}' ({missing.distribution}) failed to "
                 f"load: {missing.error}",
-                [f"run `cl plugins check` for details"],
+                ["run `cl plugins check` for details"],
             )
         hints = []
         if available:

@@ -90,11 +90,14 @@ def train(
     device = distributed.launch(resolve_device(spec.run.device))  # torchrun: join the group, pick the GPU
     zero = distributed.world()[0] == 0  # only rank 0 writes files
     if resume is None:
-        run_dir = distributed.from_rank_zero(lambda: _new_run_dir(spec, Path(spec_path)))
+        spec_file = Path(str(spec_path))
+        run_dir = distributed.from_rank_zero(lambda: _new_run_dir(spec, spec_file))
     seed_everything(spec.run.seed)
     started = time.perf_counter()
     pipeline = build_pipeline(spec, registry, device=device)
-    log(f"data: {pipeline.dataset.describe()}")
+    dataset = pipeline.dataset
+    assert dataset is not None  # built with_data
+    log(f"data: {dataset.describe()}")
     trainer = Trainer(pipeline, spec.trainer, run_dir, seed=spec.run.seed, device=device, callbacks=callbacks, log=log)
     info = provenance.collect(host)
     if resume is not None:
@@ -121,7 +124,7 @@ def train(
         plots.loss_curve(run_dir / METRICS_NAME, plots_dir / "loss.png")
         plots.similarity_matrix(pipeline, plots_dir / "similarity.png")
     training = {"steps": trainer.step, "epochs": spec.trainer.epochs, "device": str(device),
-                "wall time (s)": f"{seconds:.0f}", "data": pipeline.dataset.describe()}
+                "wall time (s)": f"{seconds:.0f}", "data": dataset.describe()}
     atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
                                                               provenance=info))
     log("results:\n" + format_results(results))
@@ -142,6 +145,7 @@ def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrid
     spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
     device = resolve_device(spec.run.device)
     pipeline = build_pipeline(spec, registry, device=device)
+    assert pipeline.dataset is not None  # built with_data
     load_weights(pipeline, run_dir / WEIGHTS_NAME)
     pipeline.to(device).eval()
     results: dict[str, float] = {}

@@ -235,6 +235,7 @@ class Trainer:
         while self.epoch < self.spec.epochs and self.step < self.total_steps:
             generator = epoch_generator(self.seed, self.epoch)
             start = self.micro
+            assert self.pipeline.sampler is not None  # a training pipeline has one
             batches = self.pipeline.sampler.batches(self.train_source, generator=generator, start=start)
             if self.world_size > 1:
                 batches = (distributed.shard_batch(batch) for batch in batches)
@@ -323,6 +324,7 @@ class Trainer:
             return results
         self.pipeline.eval()
         ctx = EvalContext(device=self.device, plots_dir=plots_dir if self.rank == 0 else None)
+        assert self.pipeline.dataset is not None  # a training pipeline has one
         for evaluator in self.pipeline.evaluators:
             results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
         self.eval_results = results

@@ -12,15 +12,18 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from . import hub, modelcard
 from .build import build_pipeline
 from .checkpoint import atomic_write, atomic_write_text
-from .errors import WeightsError
+from .errors import HubError, WeightsError
 from .pipeline import Pipeline
 from .plugins import PluginHost, default_host
 from .spec import dump_spec, load_spec
 
 WEIGHTS_NAME = "model.safetensors"
 SPEC_NAME = "spec.toml"
+CARD_NAME = "README.md"
+METRICS_FILE = "metrics.jsonl"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -39,13 +42,24 @@ def save_pretrained(
     pipeline: Pipeline, directory: str | Path, *, provenance: Mapping[str, Any] | None = None,
     card: str | None = None,
 ) -> Path:
-    """Write ``spec.toml`` (resolved, with provenance), ``model.safetensors`` and, if given, ``README.md``."""
+    """Write ``spec.toml`` (resolved, with provenance), ``model.safetensors`` and a model card ``README.md``.
+
+    Args:
+        pipeline: the pipeline to save.
+        directory: created if missing.
+        provenance: the ``[provenance]`` table of the saved spec (versions, git sha, command).
+        card: the model card text; default: a card without results (:func:`cl_core.modelcard.render`).
+
+    Returns:
+        The folder, ready for :func:`from_pretrained` and :func:`push_to_hub`.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_text(directory / SPEC_NAME, dump_spec(pipeline.spec, provenance))
     save_weights(pipeline, directory / WEIGHTS_NAME)
-    if card is not None:
-        atomic_write_text(directory / "README.md", card)
+    if card is None:
+        card = modelcard.render(pipeline.spec, results={}, training={}, provenance=provenance or {})
+    atomic_write_text(directory / CARD_NAME, card)
     return directory
 
 
@@ -71,36 +85,70 @@ def load_weights(pipeline: Pipeline, path: Path) -> None:
     pipeline.load_state_dict(saved, strict=True)
 
 
-def resolve_source(source: str | Path) -> Path:
-    """A local folder, or ``org/name`` / ``org/name@revision`` downloaded from the Hub into its cache."""
+def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None,
+                   endpoint: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """A local folder, or ``org/name`` / ``org/name@revision`` downloaded from the Hub into its cache.
+
+    A local folder wins over a Hub id of the same spelling. Only ``spec.toml``, ``model.safetensors`` and
+    ``README.md`` are downloaded; if the repository has no safetensors weights its file list is read to
+    say whether it holds only pickle files.
+
+    Raises:
+        WeightsError: neither a folder nor a repository id, or no safetensors weights in the repository.
+        HubError: the download failed (offline and not cached, unreachable, unknown repository or revision).
+    """
     path = Path(source)
     if path.is_dir():
         return path
     text = str(source)
-    if text.count("/") != 1 or text.startswith((".", "/")):
+    if not hub.RepoRef.looks_like(text) or text.startswith((".", "/", "~")):
         raise WeightsError(f"{text!r} is neither a local folder nor a Hub repository id like 'org/name'")
-    repo_id, _, revision = text.partition("@")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
-
+    ref = hub.RepoRef.parse(text)
+    if revision is not None:
+        ref = hub.RepoRef(ref.repo_id, revision)
     try:
-        return Path(snapshot_download(repo_id, revision=revision or None))
-    except HfHubHTTPError as exc:
-        raise WeightsError(f"cannot download {text} from the Hub: {exc}") from exc
-    except Exception as exc:  # offline mode, network errors
-        raise WeightsError(f"cannot download {text} from the Hub: {type(exc).__name__}: {exc}") from exc
+        folder = hub.download(ref, token=token, endpoint_url=endpoint, cache=cache_dir,
+                              allow_patterns=[SPEC_NAME, WEIGHTS_NAME, CARD_NAME])
+    except HubError as exc:
+        if Path(ref.repo_id).parent.is_dir():  # "runs/typo": most likely a local folder that is not there
+            raise HubError(f"{exc}\n  (and there is no local folder {path})") from exc
+        raise
+    if not (folder / WEIGHTS_NAME).is_file() and not hub.offline():
+        pickles = [f for f in hub.list_files(ref, token=token, endpoint_url=endpoint) if f.endswith(PICKLE_SUFFIXES)]
+        if pickles:
+            raise WeightsError(f"{ref} has only pickle weights ({', '.join(pickles)}); cl never unpickles "
+                               f"(it can run code). Convert them to {WEIGHTS_NAME} with safetensors.")
+    return folder
 
 
 def from_pretrained(
-    source: str | Path, *, host: PluginHost | None = None, device: str | torch.device = "cpu", with_data: bool = False
+    source: str | Path, *, host: PluginHost | None = None, device: str | torch.device = "cpu", with_data: bool = False,
+    revision: str | None = None, token: str | None = None, endpoint: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Pipeline:
-    """Rebuild a pipeline from a saved folder (or Hub id) and load its weights strictly.
+    """Rebuild a pipeline from a saved folder or a Hub repository and load its weights strictly.
+
+    Args:
+        source: a folder, ``org/name`` or ``org/name@revision`` (branch, tag or commit id).
+        host: the plugin host whose registry builds the pipeline (default: the installed plugins).
+        device: where the returned pipeline lives.
+        with_data: also build the dataset the spec names (needed to evaluate, not to embed).
+        revision: overrides the ``@revision`` of ``source``.
+        token: Hub token for private repositories (default: ``HF_TOKEN`` or the saved login).
+        endpoint: the Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        cache_dir: the download cache (default: ``HF_HUB_CACHE`` or ``$HF_HOME/hub``).
 
     Raises:
         SpecError: the saved spec names components that are not installed (names the distribution).
         WeightsError: no safetensors weights (pickle files are refused), or the weights do not match.
+        HubError: the download failed.
+
+    Example::
+
+        pipeline = from_pretrained("my-org/clip-emoji@v1")
+        text_emb = pipeline.embed("text", ["an emoji of a dog face"])
     """
-    directory = resolve_source(source)
+    directory = resolve_source(source, revision=revision, token=token, endpoint=endpoint, cache_dir=cache_dir)
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -115,3 +163,57 @@ def from_pretrained(
     pipeline = build_pipeline(spec, registry, device=device, with_data=with_data)
     load_weights(pipeline, weights)
     return pipeline.to(device).eval()
+
+
+def hub_files(directory: str | Path) -> dict[str, Path]:
+    """The files of a saved folder or run directory that go to the Hub: spec, weights, card, metrics, plots.
+
+    The resumable ``checkpoint.safetensors`` (optimizer state) stays local.
+
+    Raises:
+        WeightsError: ``spec.toml`` or ``model.safetensors`` is missing (not a finished run).
+    """
+    directory = Path(directory)
+    for required in (SPEC_NAME, WEIGHTS_NAME):
+        if not (directory / required).is_file():
+            raise WeightsError(f"{directory} has no {required}: push a finished run or a save_pretrained folder")
+    names = [SPEC_NAME, WEIGHTS_NAME, CARD_NAME, METRICS_FILE]
+    files = {name: directory / name for name in names if (directory / name).is_file()}
+    plots = directory / "plots"
+    if plots.is_dir():
+        files.update({f"plots/{p.name}": p for p in sorted(plots.glob("*.png"))})
+    return files
+
+
+def push_to_hub(directory: str | Path, repo_id: str, *, revision: str | None = None, private: bool = False,
+                token: str | None = None, endpoint: str | None = None, message: str | None = None) -> str:
+    """Upload a saved folder (or run directory) to the Hub in one commit; returns the commit URL.
+
+    Uploads :func:`hub_files`; the model card's loading example is pointed at ``repo_id``. The repository
+    is created if needed (``private`` applies only then) and so is the branch ``revision``.
+
+    Args:
+        directory: a run directory or a :func:`save_pretrained` folder.
+        repo_id: ``org/name``.
+        revision: branch to commit to (default ``main``); created from ``main`` if missing.
+        private: create the repository private.
+        token: a token with write access (default: ``HF_TOKEN`` or the saved login).
+        endpoint: the Hub URL (default: ``HF_ENDPOINT`` or https://huggingface.co).
+        message: the commit message.
+
+    Raises:
+        WeightsError: the folder has no spec or no safetensors weights.
+        HubError: offline, unreachable, refused credentials, or another Hub error.
+    """
+    ref = hub.RepoRef.parse(repo_id)
+    if ref.revision and revision:
+        raise HubError(f"give the revision once: {repo_id!r} and revision={revision!r}")
+    ref = hub.RepoRef(ref.repo_id, revision or ref.revision)
+    local = hub_files(directory)
+    files: dict[str, bytes | Path] = dict(local)
+    if CARD_NAME in local:
+        card = local[CARD_NAME].read_text(encoding="utf-8")
+        files[CARD_NAME] = modelcard.with_source(card, str(ref)).encode("utf-8")
+    pushed = hub.upload(files, ref, private=private, token=token, endpoint_url=endpoint,
+                        message=message or f"Upload {Path(directory).name} with cl")
+    return pushed.url

@@ -280,3 +280,34 @@ def test_malformed_metadata_is_a_data_error(tmp_path):
     path.write_text("[{", encoding="utf-8")
     with pytest.raises(DataError, match=str(path)):
         build_emoji(emoji_fixture_params(openmoji_json=str(path)))
+
+
+def test_combined_captions_and_templates():
+    from cl_datasets.emoji_meta import Concept, captions_of
+
+    c = Concept(hexcode="1F600", annotation="grinning face", tags="face, grin", openmoji_tags="smile, grin",
+                subgroup="face smiling", group="smileys-emotion")
+    assert captions_of(c, ("annotation_tags", "annotation_subgroup")) == [
+        "grinning face: face, grin, smile", "grinning face, face smiling"]
+    assert captions_of(c, ("annotation",), ("{}", "an emoji of {}")) == ["grinning face", "an emoji of grinning face"]
+
+
+def test_templated_captions_expand_training_examples():
+    from cl_datasets.testing import emoji_fixture_params
+    from cl_core.build import BuildContext
+    from cl_datasets.emoji import build_emoji
+
+    plain = build_emoji(emoji_fixture_params(image_size=16), BuildContext()).splits()["train"]
+    templated = build_emoji(emoji_fixture_params(image_size=16, templates=("{}", "an emoji of {}")),
+                            BuildContext()).splits()["train"]
+    assert len(templated) == 2 * len(plain)
+    texts = templated.get(range(len(templated)))["text"]
+    assert sum(t.startswith("an emoji of ") for t in texts) == len(plain)
+
+
+def test_bad_template_is_rejected():
+    import pytest
+    from cl_datasets.testing import emoji_fixture_params
+
+    with pytest.raises(ValueError, match="exactly one"):
+        emoji_fixture_params(templates=("no placeholder",))

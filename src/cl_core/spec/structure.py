@@ -134,10 +134,10 @@ class Structurer:
                 self.error(path, f"expected a table, got {describe(data)}")
                 return False, None
             _, vt = typing.get_args(tp) or (str, Any)
-            results = {k: self.value(v, vt, join(path, k)) for k, v in data.items()}
-            if not all(ok for ok, _ in results.values()):
+            entries = {k: self.value(v, vt, join(path, k)) for k, v in data.items()}
+            if not all(ok for ok, _ in entries.values()):
                 return False, None
-            return True, {k: v for k, (_, v) in results.items()}
+            return True, {k: v for k, (_, v) in entries.items()}
         if tp is bool:
             ok = isinstance(data, bool)
         elif tp is int:

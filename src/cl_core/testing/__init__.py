@@ -16,17 +16,27 @@ component tiny, offline and CPU-only::
 
 Known gaps go in ``expected_failures = {"test_name": "reason"}``; they run as strict xfails, so a fix
 is noticed. Needs pytest (``pip install cl-core[testing]``).
+
+The contracts are imported on first use, so ``cl_core.testing.toy`` (a tiny in-process plugin) and
+``cl_core.testing.hub`` (a Hub-compatible test server) import neither pytest nor torch.
 """
 
-from .contracts import (
-    ComponentContract,
-    DatasetContract,
-    EncoderContract,
-    LossContract,
-    SamplerContract,
-    ScorerContract,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __all__ = [
-    "ComponentContract", "DatasetContract", "EncoderContract", "LossContract", "SamplerContract", "ScorerContract",
+    "ComponentContract", "DatasetContract", "DecoderContract", "EncoderContract", "EvaluatorContract",
+    "LossContract", "SamplerContract", "ScorerContract",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(".contracts", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

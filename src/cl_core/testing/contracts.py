@@ -98,8 +98,8 @@ class ComponentContract:
         if fields:
             assert repr(fields[0]) in problem.message  # did you mean
 
-    def test_plugin_module_import_is_light(self, registered: Registered) -> None:
-        module = "cl_core._builtin.plugin" if registered.plugin == "core" else _plugin_module(registered)
+    def test_plugin_module_import_is_light(self, registered: Registered, host: PluginHost) -> None:
+        module = host.plugin_module(registered.plugin) or _plugin_module(registered)
         code = (f"import sys, importlib; importlib.import_module({module!r}); "
                 f"print(','.join(m for m in {HEAVY_MODULES!r} if m in sys.modules))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -216,6 +216,7 @@ class ScorerContract(ComponentContract):
         k = q.clone().requires_grad_()
         q = q.requires_grad_()
         component.score(q, k).sum().backward()
+        assert q.grad is not None and k.grad is not None
         assert torch.isfinite(q.grad).all() and torch.isfinite(k.grad).all()
         for name, param in component.named_parameters():
             if param.grad is not None:
@@ -273,7 +274,7 @@ class LossContract(ComponentContract):
         out = component(scores, self._targets())
         assert out.value.dim() == 0 and torch.isfinite(out.value)
         out.value.backward()
-        assert torch.isfinite(scores.grad).all()
+        assert scores.grad is not None and torch.isfinite(scores.grad).all()
 
     def test_aligned_pairs_score_better_than_shuffled(self, component) -> None:
         good = component(self.score_pairs(*self._scores(True)), self._targets()).value
@@ -372,5 +373,125 @@ class DatasetContract(ComponentContract):
                     assert int(source.labels.max()) < len(source.class_names)
 
 
+class EvaluatorContract(ComponentContract):
+    """Evaluators: named finite metrics, JSON-serialisable, deterministic; the pipeline is left as it was
+    (weights and train/eval mode); files go only into ``ctx.plots_dir``.
+
+    Override the ``pipeline`` fixture with a small trained or freshly built pipeline the evaluator can
+    measure, and ``dataset`` if it is not ``pipeline.dataset``.
+    """
+
+    kind = "evaluator"
+
+    @pytest.fixture
+    def pipeline(self) -> Any:
+        raise NotImplementedError("override the `pipeline` fixture with a small pipeline to evaluate")
+
+    @pytest.fixture
+    def dataset(self, pipeline: Any) -> Any:
+        if pipeline.dataset is None:
+            raise NotImplementedError("override `dataset`, or build `pipeline` with its dataset")
+        return pipeline.dataset
+
+    def _ctx(self, plots_dir: Any = None) -> Any:
+        from ..components import EvalContext
+
+        return EvalContext(device=torch.device("cpu"), plots_dir=plots_dir, batch_size=4)
+
+    def test_returns_named_finite_floats(self, component, pipeline, dataset) -> None:
+        import json
+        import math
+
+        results = component.evaluate(pipeline, dataset, self._ctx())
+        assert isinstance(results, dict) and results, "an evaluator must return at least one metric"
+        for key, value in results.items():
+            assert isinstance(key, str) and key.strip() and key == key.strip(), repr(key)
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{key}: {type(value).__name__}"
+            assert math.isfinite(value), f"{key} = {value}"
+        json.dumps(results)  # goes into metrics.jsonl
+
+    def test_is_deterministic(self, component, pipeline, dataset) -> None:
+        assert component.evaluate(pipeline, dataset, self._ctx()) == component.evaluate(pipeline, dataset,
+                                                                                        self._ctx())
+
+    def test_leaves_the_pipeline_as_it_was(self, component, pipeline, dataset) -> None:
+        before = {k: v.detach().clone() for k, v in pipeline.state_dict().items()}
+        pipeline.train()
+        component.evaluate(pipeline, dataset, self._ctx())
+        assert pipeline.training, "evaluate() must restore train mode"
+        after = pipeline.state_dict()
+        assert before.keys() == after.keys()
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        assert not changed, f"evaluate() changed weights: {changed[:5]}"
+
+    def test_writes_files_only_into_plots_dir(self, component, pipeline, dataset, tmp_path, monkeypatch) -> None:
+        cwd = tmp_path / "cwd"
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        component.evaluate(pipeline, dataset, self._ctx(None))
+        plots = tmp_path / "plots"
+        component.evaluate(pipeline, dataset, self._ctx(plots))
+        assert not any(cwd.iterdir()), f"files written outside plots_dir: {sorted(p.name for p in cwd.iterdir())}"
+
+
+class DecoderContract(ComponentContract):
+    """Decoders: one string per embedding; ``max_length`` respected; deterministic in eval mode; bad
+    inputs rejected; the weights round-trip through safetensors.
+
+    ``embed_dim`` must match the decoder's params; :meth:`length` counts the units ``max_length`` limits
+    (default: whitespace-separated words; override with the decoder's tokenizer).
+    """
+
+    kind = "decoder"
+    embed_dim: ClassVar[int] = 4
+
+    def length(self, text: str) -> int:
+        """Length of a decoded string in the units of ``max_length``."""
+        return len(text.split())
+
+    def _embeddings(self, n: int = 3) -> torch.Tensor:
+        return torch.randn(n, self.embed_dim, generator=torch.Generator().manual_seed(0))
+
+    def test_one_string_per_embedding(self, component) -> None:
+        component.eval()
+        out = component.decode(self._embeddings(3), max_length=8)
+        assert isinstance(out, list) and len(out) == 3 and all(isinstance(t, str) for t in out)
+
+    def test_max_length_is_respected(self, component) -> None:
+        component.eval()
+        for max_length in (1, 2, 5):
+            out = component.decode(self._embeddings(4), max_length=max_length)
+            too_long = [t for t in out if self.length(t) > max_length]
+            assert not too_long, f"max_length={max_length}: {too_long}"
+
+    def test_eval_mode_is_deterministic(self, component) -> None:
+        component.eval()
+        x = self._embeddings(4)
+        with torch.no_grad():
+            assert component.decode(x, max_length=6) == component.decode(x, max_length=6)
+
+    def test_bad_inputs_are_rejected(self, component) -> None:
+        component.eval()
+        with pytest.raises(ValueError):
+            component.decode(self._embeddings(2), max_length=0)
+        with pytest.raises((ValueError, FloatingPointError)):
+            component.decode(torch.full((2, self.embed_dim), float("nan")), max_length=4)
+        with pytest.raises(ValueError):
+            component.decode(torch.zeros(self.embed_dim), max_length=4)
+
+    def test_state_dict_round_trips_through_safetensors(self, component, registered, params, tmp_path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        component.eval()
+        path = tmp_path / "d.safetensors"
+        save_file({k: v.detach().contiguous().clone() for k, v in component.state_dict().items()}, str(path))
+        torch.manual_seed(321)
+        twin = registered.info.load_factory()(params, BuildContext())
+        twin.load_state_dict(load_file(str(path)))
+        twin.eval()
+        x = self._embeddings(4)
+        assert twin.decode(x, max_length=6) == component.decode(x, max_length=6)
+
+
 __all__ = ["ComponentContract", "EncoderContract", "ScorerContract", "LossContract", "SamplerContract",
-           "DatasetContract", "SpecError"]
+           "DatasetContract", "EvaluatorContract", "DecoderContract", "SpecError"]

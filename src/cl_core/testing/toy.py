@@ -1,5 +1,6 @@
 """A tiny in-process plugin (entry-point name ``toy``) for tests and examples: a synthetic paired
-dataset and a linear encoder. Register it on a host with ``host.register(toy, name="toy")``.
+dataset, a linear encoder, an alignment evaluator and a nearest-class decoder. Register it on a host with
+``host.register(toy, name="toy")``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,30 @@ class ToyLinearParams:
 
     in_dim: int = field(default=8, validator=validators.gt(0))
     embed_dim: int = field(default=4, validator=validators.gt(0))
+
+
+@frozen(kw_only=True)
+class ToyAlignmentParams:
+    """``toy.alignment``: how well row i of one role retrieves row i of the other on evaluation splits.
+
+    Attributes:
+        splits: evaluation splits to measure (those the dataset does not have are skipped).
+    """
+
+    splits: tuple[str, ...] = ("heldout",)
+
+
+@frozen(kw_only=True)
+class ToyClassDecoderParams:
+    """``toy.class-names``: decodes an embedding to the name of its nearest learned class prototype.
+
+    Attributes:
+        embed_dim: width of the embeddings it decodes.
+        classes: number of class prototypes (named ``class 0``, ``class 1``, ...).
+    """
+
+    embed_dim: int = field(default=4, validator=validators.gt(0))
+    classes: int = field(default=16, validator=validators.gt(0))
 
 
 def build_pairs(params: ToyPairsParams, ctx: Any):
@@ -108,6 +133,61 @@ def build_linear(params: ToyLinearParams, ctx: Any):
             return self.proj(inputs["x"])
 
     return Linear()
+
+
+def build_alignment(params: ToyAlignmentParams, ctx: Any):
+    import torch
+
+    from ..components import Evaluator
+
+    class Alignment(Evaluator):
+        def evaluate(self, pipeline: Any, dataset: Any, ctx: Any) -> dict[str, float]:
+            q_role, k_role = pipeline.roles
+            out: dict[str, float] = {}
+            for split in params.splits:
+                source = dataset.splits().get(split)
+                if source is None:
+                    continue
+                items = source.get(list(range(len(source))))
+                q = pipeline.embed(q_role, items[q_role], batch_size=ctx.batch_size)
+                k = pipeline.embed(k_role, items[k_role], batch_size=ctx.batch_size)
+                with torch.no_grad():
+                    scores = pipeline.scorer.score(q, k).float().cpu()
+                hits = scores.argmax(1) == torch.arange(len(q))
+                out[f"alignment/{split}/recall@1"] = float(hits.float().mean())
+                out[f"alignment/{split}/positive-score"] = float(scores.diagonal().mean())
+            return out
+
+    return Alignment()
+
+
+def build_class_decoder(params: ToyClassDecoderParams, ctx: Any):
+    import torch
+
+    from ..components import Decoder
+
+    class ClassNames(Decoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prototypes = torch.nn.Parameter(torch.randn(params.classes, params.embed_dim))
+
+        def _decode(self, embeddings: torch.Tensor, *, max_length: int) -> list[str]:
+            nearest = (embeddings @ self.prototypes.t()).argmax(1).tolist()
+            return [" ".join(f"class {i}".split()[:max_length]) for i in nearest]
+
+    return ClassNames()
+
+
+@hookimpl
+def cl_evaluators():
+    yield ComponentInfo(name="toy.alignment", params=ToyAlignmentParams, factory=build_alignment,
+                        summary="Recall@1 of row-to-row retrieval and the mean positive score per split.")
+
+
+@hookimpl
+def cl_decoders():
+    yield ComponentInfo(name="toy.class-names", params=ToyClassDecoderParams, factory=build_class_decoder,
+                        summary="Name of the nearest learned class prototype.")
 
 
 @hookimpl

@@ -23,6 +23,8 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .pretrained import efficientnet_lite0_weights
 
 FEATURE_DIM = 1280
+#: Rows per trunk call when no gradient is needed (see :meth:`EfficientNetLite0.features`).
+FROZEN_CHUNK = 32
 
 
 def efficientnet_lite0(image_size: int, pretrained: bool) -> nn.Module:
@@ -59,15 +61,45 @@ class EfficientNetLite0(ImageTower):
 
     def __init__(self, params: EfficientNetParams) -> None:
         trunk = efficientnet_lite0(params.image_size, params.pretrained)
+        feature_dim = FEATURE_DIM + sum(block_channels(trunk, i) for i in set(params.pool_blocks))
         super().__init__(
-            trunk, FEATURE_DIM, params.embed_dim, image_size=params.image_size,
+            trunk, feature_dim, params.embed_dim, image_size=params.image_size,
             mean=params.mean or IMAGENET_MEAN, std=params.std or IMAGENET_STD, augment=params.augment,
-            freeze=params.freeze, cache_features=params.cache_features,
+            freeze=params.freeze, cache_features=params.cache_features, flip=params.flip, head=params.head,
+            head_hidden=params.head_hidden, head_dropout=params.head_dropout,
         )
         self.params = params
+        self.pool_blocks = frozenset(params.pool_blocks)
 
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        return self.trunk.extract_features(self.pixels(inputs)).mean(dim=(2, 3))
+        """``[B, F]``: mean-pooled outputs of ``pool_blocks`` (in block order), then the pooled head."""
+        pixels = self.pixels(inputs)
+        if torch.is_grad_enabled() or pixels.shape[0] <= FROZEN_CHUNK:
+            return self._features(pixels)
+        # Without gradients (a frozen trunk), chunks of 32 in channels-last layout run ~1.7x faster on CPU
+        # than one large batch (measured at 160 px on 2 cores): the activations stay in cache.
+        chunks = pixels.split(FROZEN_CHUNK)
+        return torch.cat([self._features(c.contiguous(memory_format=torch.channels_last)) for c in chunks])
+
+    def _features(self, pixels: Tensor) -> Tensor:
+        if not self.pool_blocks:
+            return self.trunk.extract_features(pixels).mean(dim=(2, 3))
+        net = self.trunk
+        x = net._swish(net._bn0(net._conv_stem(pixels)))
+        pooled = []
+        for index, block in enumerate(net._blocks):
+            # Same drop-connect schedule as extract_features (it only acts in training mode).
+            rate = net._global_params.drop_connect_rate * index / len(net._blocks)
+            x = block(x, drop_connect_rate=rate)
+            if index in self.pool_blocks:
+                pooled.append(x.mean(dim=(2, 3)))
+        x = net._swish(net._bn1(net._conv_head(x)))
+        return torch.cat([*pooled, x.mean(dim=(2, 3))], dim=1)
+
+
+def block_channels(trunk: nn.Module, index: int) -> int:
+    """Output channels of MBConv block ``index`` of an EfficientNet."""
+    return int(trunk._blocks[index]._block_args.output_filters)
 
 
 def build_efficientnet(params: EfficientNetParams, ctx) -> EfficientNetLite0:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import ImageAugment
@@ -24,6 +26,9 @@ class ImageTower(Tower):
         image_size: side S of the prepared images in pixels.
         mean, std: per-channel normalisation (RGB, pixels in [0, 1]).
         augment: enable training-time augmentation.
+        flip: mirror a random half of the images in training, and average the normalised embeddings of
+            each image and its mirror at evaluation. Unlike ``augment`` it keeps the feature cache:
+            a mirrored image is cached under its own key.
     """
 
     modality: ClassVar[str] = "image"
@@ -38,9 +43,11 @@ class ImageTower(Tower):
         mean: Sequence[float],
         std: Sequence[float],
         augment: bool = False,
+        flip: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(trunk, feature_dim, embed_dim, **kwargs)
+        self.flip = flip
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ValueError(f"mean and std need 3 values each (std > 0), got {tuple(mean)} and {tuple(std)}")
         self.image_size = image_size
@@ -52,6 +59,17 @@ class ImageTower(Tower):
     @property
     def augmenting(self) -> bool:
         return self.augment and self.training
+
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        if not self.flip:
+            return super()._encode(inputs)
+        if self.training:
+            # The global RNG draws which rows to mirror: seeded, and saved in checkpoints.
+            mirror = torch.rand(inputs["pixels"].shape[0]) < 0.5
+            return super()._encode(_mirrored(inputs, mirror.to(inputs["pixels"].device)))
+        everything = torch.ones(inputs["pixels"].shape[0], dtype=torch.bool, device=inputs["pixels"].device)
+        return F.normalize(super()._encode(inputs), dim=-1) + F.normalize(
+            super()._encode(_mirrored(inputs, everything)), dim=-1)
 
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """PIL images or uint8 ``[H, W, 3]`` arrays -> ``{"pixels": [B, 3, S, S]}`` (see :mod:`.preprocess`)."""
@@ -67,3 +85,16 @@ class ImageTower(Tower):
         if self.augmenting and self.augmenter is not None:
             x = self.augmenter(x)
         return x
+
+
+#: Mixed into the cache key of a mirrored image (any fixed odd 63-bit constant works).
+MIRROR_KEY = 0x5DEECE66D2B7E151
+
+
+def _mirrored(inputs: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    """Inputs with the images of ``rows`` (bool ``[B]``) mirrored left-right, and their cache keys changed."""
+    out = dict(inputs)
+    out["pixels"] = torch.where(rows[:, None, None, None], inputs["pixels"].flip(-1), inputs["pixels"])
+    if "key" in inputs:
+        out["key"] = torch.where(rows.to(inputs["key"].device), inputs["key"] ^ MIRROR_KEY, inputs["key"])
+    return out

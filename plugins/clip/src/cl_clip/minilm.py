@@ -76,7 +76,7 @@ class MiniLM(Tower):
             raise ValueError(f"trainable_layers = {k} exceeds the model's {n_layers} layers")
         frozen_parts = [bert] if k == 0 else [bert.embeddings, *bert.encoder.layer[: n_layers - k]]
         super().__init__(bert, bert.config.hidden_size, params.embed_dim, freeze=params.freeze,
-                         cache_features=params.cache_features, frozen_parts=frozen_parts)
+                         cache_features=params.cache_features, frozen_parts=frozen_parts, head=params.head)
         self.tokenizer = tokenizer or minilm_wordpiece()
         if self.tokenizer.vocab_size != bert.config.vocab_size:
             raise ValueError(

@@ -157,6 +157,15 @@ class EfficientNetParams:
         cache_features: cache trunk features of repeated images (frozen trunk, no augmentation).
         mean: per-channel normalisation mean; default ImageNet's (0.485, 0.456, 0.406).
         std: per-channel normalisation std (> 0); default ImageNet's (0.229, 0.224, 0.225).
+        pool_blocks: indices (0-15) of MBConv blocks whose outputs are also global-average-pooled and
+            concatenated before the head feature (multi-level features: 10, 14, 15 add 112 + 192 + 320
+            channels to the 1280); default none.
+        head: ``"linear"`` projection (CLIP's W_I) or ``"mlp"`` (BatchNorm-standardised features,
+            hidden layer, GELU, dropout): see ``cl_clip.tower.projection_head``.
+        head_hidden: hidden width of the mlp head (> 0).
+        head_dropout: dropout of the mlp head, in [0, 1).
+        flip: random horizontal flips in training, and the mean of the image's and its mirror's
+            embeddings at evaluation (test-time augmentation). Works with the feature cache.
     """
 
     image_size: int = field(default=128, validator=_pos)
@@ -167,6 +176,12 @@ class EfficientNetParams:
     cache_features: bool = True
     mean: Rgb | None = field(default=None, validator=_rgb)
     std: Rgb | None = field(default=None, validator=_rgb)
+    pool_blocks: tuple[int, ...] = field(default=(), validator=validators.deep_iterable(
+        validators.and_(validators.ge(0), validators.le(15))))
+    head: Literal["linear", "mlp"] = "linear"
+    head_hidden: int = field(default=2048, validator=_pos)
+    head_dropout: float = field(default=0.0, validator=[validators.ge(0), validators.lt(1)])
+    flip: bool = False
 
 
 @frozen(kw_only=True)
@@ -216,10 +231,13 @@ class MiniLMParams:
         trainable_layers: with ``freeze``, how many of the 6 top transformer layers still train (0-6).
         pretrained: load the pretrained weights; False builds the same architecture at random (tests).
         cache_features: cache pooled trunk features of repeated texts (only when no trunk layer trains).
+        head: ``"linear"`` projection (CLIP's W_T), ``"mlp"``, or ``"none"``: keep MiniLM's own 384-d
+            sentence space (then ``embed_dim`` must be 384; the image tower learns to map into it).
     """
 
     max_length: int = field(default=32, validator=[validators.ge(3), validators.le(512)])
     embed_dim: int = field(default=256, validator=_pos)
+    head: Literal["linear", "mlp", "none"] = "linear"
     freeze: bool = True
     trainable_layers: int = field(default=0, validator=validators.ge(0))
     pretrained: bool = True

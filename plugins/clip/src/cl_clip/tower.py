@@ -29,6 +29,32 @@ from cl_core.components import Encoder
 DEFAULT_CACHE_SIZE = 65_536
 
 
+def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool = False, hidden: int = 2048,
+                    dropout: float = 0.0) -> nn.Module:
+    """The features -> joint-space map of a tower (see :class:`Tower`'s ``head``).
+
+    Raises:
+        ValueError: unknown ``kind``, or ``"none"`` with ``embed_dim != feature_dim``.
+    """
+    if kind == "linear":
+        proj = nn.Linear(feature_dim, embed_dim, bias=bias)
+        # CLIP initialises its projections with std = in_features ** -0.5.
+        nn.init.normal_(proj.weight, std=feature_dim**-0.5)
+        if bias:
+            nn.init.zeros_(proj.bias)
+        return proj
+    if kind == "mlp":
+        if hidden <= 0 or not 0 <= dropout < 1:
+            raise ValueError(f"an mlp head needs head_hidden > 0 and 0 <= head_dropout < 1, got {hidden}, {dropout}")
+        return nn.Sequential(nn.BatchNorm1d(feature_dim, affine=False), nn.Linear(feature_dim, hidden), nn.GELU(),
+                             nn.Dropout(dropout), nn.Linear(hidden, embed_dim))
+    if kind == "none":
+        if embed_dim != feature_dim:
+            raise ValueError(f"head = 'none' keeps the trunk's {feature_dim}-d space: set embed_dim = {feature_dim}")
+        return nn.Identity()
+    raise ValueError(f"head must be 'linear', 'mlp' or 'none', got {kind!r}")
+
+
 class Tower(Encoder):
     """Trunk -> features ``[B, feature_dim]`` -> ``proj`` -> ``[B, embed_dim]`` (un-normalised).
 
@@ -44,6 +70,12 @@ class Tower(Encoder):
         proj_bias: give the projection a bias (CLIP's ResNet ``c_proj`` has one; W_I / W_T do not).
         frozen_parts: the trunk sub-modules to freeze when ``freeze`` (default ``[trunk]``).
         cache_size: LRU capacity in rows.
+        head: the map from features to the joint space: ``"linear"`` (CLIP's W_I / W_T), ``"mlp"``
+            (per-feature standardisation with BatchNorm, Linear, GELU, dropout, Linear: a better fit on
+            frozen multi-layer features), or ``"none"`` (identity; needs ``embed_dim == feature_dim``,
+            e.g. keeping a frozen text tower's own space).
+        head_hidden: hidden width of the ``"mlp"`` head.
+        head_dropout: dropout before the last layer of the ``"mlp"`` head.
     """
 
     def __init__(
@@ -57,16 +89,16 @@ class Tower(Encoder):
         proj_bias: bool = False,
         frozen_parts: Sequence[nn.Module] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        head: str = "linear",
+        head_hidden: int = 2048,
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if feature_dim <= 0 or embed_dim <= 0:
             raise ValueError(f"feature_dim and embed_dim must be > 0, got {feature_dim} and {embed_dim}")
         self.trunk = trunk
-        self.proj = nn.Linear(feature_dim, embed_dim, bias=proj_bias)
-        # CLIP initialises its projections with std = in_features ** -0.5.
-        nn.init.normal_(self.proj.weight, std=feature_dim**-0.5)
-        if proj_bias:
-            nn.init.zeros_(self.proj.bias)
+        self.proj = projection_head(head, feature_dim, embed_dim, bias=proj_bias, hidden=head_hidden,
+                                    dropout=head_dropout)
         self._embed_dim = embed_dim
         self.feature_dim = feature_dim
         self.freeze = freeze
@@ -91,7 +123,8 @@ class Tower(Encoder):
 
     def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
         feats = self._trunk_features(inputs)
-        return self.proj(feats.to(self.proj.weight.dtype))
+        dtype = next((p.dtype for p in self.proj.parameters()), feats.dtype)
+        return self.proj(feats.to(dtype))
 
     # -- freezing --------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> Tower:

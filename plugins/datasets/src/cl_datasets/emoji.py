@@ -130,11 +130,12 @@ class EmojiDataset(Dataset):
                             f"max_concepts {params.max_concepts})")
 
         # -- train: (image of a style, caption) for every training concept ---------------------------------
-        heldout_texts = {c.annotation for c in self.heldout_concepts}
+        # A held-out name must not reach training as text, neither bare nor through a template.
+        heldout_texts = {t.format(c.annotation) for c in self.heldout_concepts for t in ("{}", *params.templates)}
         img_idx, texts, labels, ex_style, ex_concept = [], [], [], [], []
         self.dropped_captions = 0
         for label, c in enumerate(self.train_concepts):
-            caps = captions_of(c, params.captions)
+            caps = captions_of(c, params.captions, params.templates)
             kept = [t for t in caps if t not in heldout_texts]
             self.dropped_captions += len(caps) - len(kept)
             for style in self.concept_styles[c.hexcode]:

@@ -13,6 +13,9 @@ Caption rules (each rule gives at most one caption per concept; see :func:`capti
   dropped, joined with ", " ("cheerful, cheery, face, grin, ...").
 - ``openmoji_tags``: OpenMoji's own keywords, same rule (absent for about half of the concepts).
 - ``subgroup``: the CLDR subgroup with hyphens as spaces ("face-smiling" -> "face smiling").
+- ``annotation_tags``: the annotation, a colon, then the CLDR and OpenMoji keywords together
+  ("grinning face: cheerful, cheery, ..."); just the annotation when there are no keywords.
+- ``annotation_subgroup``: the annotation, a comma, then the subgroup ("grinning face, face smiling").
 
 Empty captions are not made, and a caption equal to one already made for the same concept is kept once.
 """
@@ -83,8 +86,10 @@ def clean_keywords(text: str) -> str:
     return ", ".join(out)
 
 
-def captions_of(concept: Concept, kinds: Sequence[str]) -> list[str]:
-    """The training captions of ``concept`` for the caption ``kinds`` in order (see the module rules)."""
+def captions_of(concept: Concept, kinds: Sequence[str], templates: Sequence[str] = ("{}",)) -> list[str]:
+    """The training captions of ``concept`` for the caption ``kinds`` in order (see the module rules),
+    each written through every template in turn."""
+    keywords = clean_keywords(", ".join(t for t in (concept.tags, concept.openmoji_tags) if t))
     out: list[str] = []
     for kind in kinds:
         text = {
@@ -92,9 +97,15 @@ def captions_of(concept: Concept, kinds: Sequence[str]) -> list[str]:
             "tags": concept.tags,
             "openmoji_tags": concept.openmoji_tags,
             "subgroup": concept.subgroup,
+            "annotation_tags": f"{concept.annotation}: {keywords}" if keywords else concept.annotation,
+            "annotation_subgroup": f"{concept.annotation}, {concept.subgroup}" if concept.subgroup else concept.annotation,
         }[kind]
-        if text and text not in out:
-            out.append(text)
+        if not text:
+            continue
+        for template in templates:
+            caption = template.format(text)
+            if caption not in out:
+                out.append(caption)
     return out
 
 

@@ -9,12 +9,23 @@ from attrs import field, frozen, validators
 from cl_core.spec.validators import existing_path
 
 EMOJI_STYLES = ("openmoji", "noto")
-EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup")
+EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup")
 
 
 def _unit_interval(_: Any, attribute: Any, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+def _templates(_: Any, __: Any, value: tuple[str, ...]) -> None:
+    """Validator: a non-empty tuple of distinct templates, each with exactly one ``{}``."""
+    if not value:
+        raise ValueError("needs at least one template, e.g. [\"{}\"]")
+    bad = [t for t in value if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
+    if bad:
+        raise ValueError(f"each template needs exactly one '{{}}' and no other braces, got {bad!r}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"templates must be distinct, got {list(value)!r}")
 
 
 def _choices(allowed: tuple[str, ...]):
@@ -48,8 +59,12 @@ class EmojiParams:
             function of this seed and the concept codepoints.
         image_size: side in pixels of the square RGB images handed out (>= 8; default 64, the Noto size).
         captions: which texts become training captions, any of ``"annotation"``, ``"tags"``,
-            ``"openmoji_tags"``, ``"subgroup"`` (default annotation only). Every (image, caption) pair is
-            one training example.
+            ``"openmoji_tags"``, ``"subgroup"``, ``"annotation_tags"`` ("<annotation>: <all keywords>"),
+            ``"annotation_subgroup"`` ("<annotation>, <subgroup>") (default annotation only). Every
+            (image, caption) pair is one training example.
+        templates: each caption is also written through each of these templates (one ``{}`` each), e.g.
+            ``["{}", "an emoji of {}"]``; default ``["{}"]`` (the caption as is). Zero-shot evaluation
+            prompts the class names the same way, so training on templated captions matches it.
         max_concepts: keep only the first N concepts (>= 2) of a seeded shuffle (smoke runs, tests);
             None keeps all (~2,445).
         skip_bad: drop images that cannot be drawn or read (blank glyph, corrupt PNG) and count them in
@@ -64,9 +79,10 @@ class EmojiParams:
     holdout: float = field(default=0.2, validator=_unit_interval)
     split_seed: int = 0
     image_size: int = field(default=64, validator=validators.ge(8))
-    captions: tuple[Literal["annotation", "tags", "openmoji_tags", "subgroup"], ...] = field(
-        default=("annotation",), validator=_choices(EMOJI_CAPTIONS)
-    )
+    captions: tuple[
+        Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"], ...
+    ] = field(default=("annotation",), validator=_choices(EMOJI_CAPTIONS))
+    templates: tuple[str, ...] = field(default=("{}",), validator=_templates)
     max_concepts: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
     skip_bad: bool = False
     openmoji_json: str | None = field(default=None, validator=existing_path("file"))
