@@ -56,7 +56,8 @@ def _fake_distribution(root: Path, name: str, module_source: str) -> None:
 
 def test_plugin_that_raises_on_import_is_listed_as_failed(tmp_path):
     _fake_distribution(tmp_path, "broken", "raise ImportError('needs the moon')\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "CL_STRICT_PLUGINS"}  # the default, lenient host
+    env["PYTHONPATH"] = str(tmp_path)
     out = subprocess.run(["cl", "plugins", "list"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "broken" in out.stdout and "failed" in out.stdout
@@ -65,6 +66,10 @@ def test_plugin_that_raises_on_import_is_listed_as_failed(tmp_path):
                             env={**env, "CL_STRICT_PLUGINS": "1"}, timeout=120)
     assert strict.returncode == 1
     assert "broken" in strict.stderr and "Traceback" not in strict.stderr
+    strict_list = subprocess.run(["cl", "plugins", "list"], capture_output=True, text=True,
+                                 env={**env, "CL_STRICT_PLUGINS": "1"}, timeout=120)
+    assert strict_list.returncode == 1
+    assert "ImportError: needs the moon" in strict_list.stderr and "Traceback" not in strict_list.stderr
 
 
 def test_lenient_host_warns_and_strict_host_raises(tmp_path, monkeypatch):

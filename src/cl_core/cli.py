@@ -185,6 +185,7 @@ def plugins() -> None:
 
 @plugins.command(name="list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@user_errors
 def plugins_list(as_json: bool) -> None:
     """Installed plugins, their state (a plugin that failed to load shows its cause) and components."""
     import warnings
@@ -258,6 +259,7 @@ def plugins_check(distributions: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--kind", type=click.Choice(["dataset", "sampler", "encoder", "scorer", "loss", "decoder", "evaluator"]))
 @click.option("--json", "as_json", is_flag=True)
+@user_errors
 def components(kind: str | None, as_json: bool) -> None:
     """The catalogue of registered components with their parameters and defaults."""
     from .spec.structure import param_signature
