@@ -33,6 +33,17 @@ def block_rows(num_columns: int, element_size: int, budget_mb: float) -> int:
     return max(1, int(budget_mb * 2**20) // max(1, num_columns * element_size))
 
 
+def _scores_block(a: Tensor, bt: Tensor, s, start: int, stop: int, positive: Tensor, row_labels: Tensor | None,
+                  col_labels: Tensor | None) -> Tensor:
+    """Scaled scores of rows ``start:stop`` against every column, excluded entries at -inf (recomputed
+    identically in forward and backward)."""
+    block = torch.mm(a[start:stop], bt).mul_(s)
+    excluded = _exclusion(start, stop, positive, row_labels, col_labels, bt.shape[1])
+    if excluded is not None:
+        block.masked_fill_(excluded, float("-inf"))
+    return block
+
+
 def _exclusion(start: int, stop: int, positive: Tensor, row_labels: Tensor | None, col_labels: Tensor | None,
                num_columns: int) -> Tensor | None:
     """``[T, C]`` bool: same label, labelled column, not the row's own positive."""
@@ -55,7 +66,7 @@ class TiledLogSumExp(torch.autograd.Function):
     def forward(ctx, a: Tensor, b: Tensor, scale: Tensor | None, positive: Tensor, row_labels: Tensor | None,
                 col_labels: Tensor | None, n_col: int, rows_per_block: int):
         s = 1.0 if scale is None else scale.detach().to(a.dtype)
-        R, C = a.shape[0], b.shape[0]
+        R = a.shape[0]
         row_lse = torch.empty(R, dtype=a.dtype, device=a.device)
         col_lse = torch.full((n_col,), float("-inf"), dtype=a.dtype, device=a.device) if n_col else None
         eager = n_col == 0 and any(ctx.needs_input_grad[:3])
@@ -64,10 +75,7 @@ class TiledLogSumExp(torch.autograd.Function):
         bt = b.t()
         for start in range(0, R, rows_per_block):
             stop = min(R, start + rows_per_block)
-            block = torch.mm(a[start:stop], bt).mul_(s)
-            excluded = _exclusion(start, stop, positive, row_labels, col_labels, C)
-            if excluded is not None:
-                block.masked_fill_(excluded, float("-inf"))
+            block = _scores_block(a, bt, s, start, stop, positive, row_labels, col_labels)
             lse = torch.logsumexp(block, dim=1)
             row_lse[start:stop] = lse
             if n_col:
@@ -106,17 +114,14 @@ class TiledLogSumExp(torch.autograd.Function):
         a, b, row_lse, col_lse, positive, row_labels, col_labels = ctx.saved_tensors
         if not ctx.has_labels:
             row_labels = col_labels = None
-        R, C = a.shape[0], b.shape[0]
+        R = a.shape[0]
         da, db = torch.empty_like(a), torch.zeros_like(b)
         ds = torch.zeros((), dtype=a.dtype, device=a.device)
         gr, gc = g_row.to(a.dtype), g_col.to(a.dtype)
         bt = b.t()
         for start in range(0, R, rows_per_block):
             stop = min(R, start + rows_per_block)
-            block = torch.mm(a[start:stop], bt).mul_(s)
-            excluded = _exclusion(start, stop, positive, row_labels, col_labels, C)
-            if excluded is not None:
-                block.masked_fill_(excluded, float("-inf"))
+            block = _scores_block(a, bt, s, start, stop, positive, row_labels, col_labels)
             if n_col:
                 grad_block = torch.sub(block, row_lse[start:stop, None]).exp_().mul_(gr)
                 grad_block[:, :n_col].add_(block[:, :n_col].sub_(col_lse[None, :]).exp_(), alpha=float(gc))
