@@ -111,7 +111,7 @@ def test_overrides_are_parsed_as_toml(toy_spec, toy_host):
     path, _ = toy_spec()
     spec = load_spec(path, toy_host.registry(),
                      overrides=parse_overrides(["trainer.lr=1e-4", "sampler.no_duplicate_labels=true"]))
-    assert spec.trainer.lr == 1e-4 and spec.sampler.params.no_duplicate_labels is True
+    assert spec.trainer.params.lr == 1e-4 and spec.trainer.type == "core.adamw" and spec.sampler.params.no_duplicate_labels is True
     with pytest.raises(SpecError, match="sampler.batch_size: must be > 0"):
         load_spec(path, toy_host.registry(), overrides=parse_overrides(["sampler.batch_size=0"]))
 

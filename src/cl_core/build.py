@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from attrs import evolve, frozen
 
-from .components import Dataset, Decoder, Encoder, Evaluator, Loss, Sampler, Scorer
+from .components import Dataset, Decoder, Encoder, Evaluator, Loss, Sampler, Scorer, TrainContext, TrainingLoop
 from .errors import BuildError, ClError
 from .pipeline import Pipeline
 from .registry import Registry
@@ -45,18 +45,19 @@ class BuildContext:
     scorer: Scorer | None = None
 
 
-def _build(registry: Registry, ref: ComponentRef, ctx: BuildContext, expected: type) -> Any:
+def _build(registry: Registry, ref: ComponentRef, ctx: Any, expected: type, path: str | None = None) -> Any:
     entry = registry.get(ref.kind, ref.type)
+    path = path if path is not None else ctx.path
     provider = f"{ref.type} from {entry.distribution or entry.plugin}"
     try:
         component = entry.info.load_factory()(ref.params, ctx)
     except ClError:
         raise
     except Exception as exc:
-        raise BuildError(f"building {ctx.path} ({provider}) failed:\n  {type(exc).__name__}: {exc}") from exc
+        raise BuildError(f"building {path} ({provider}) failed:\n  {type(exc).__name__}: {exc}") from exc
     if not isinstance(component, expected):
         raise BuildError(
-            f"building {ctx.path} ({provider}) returned {type(component).__name__}, expected a {expected.__name__}"
+            f"building {path} ({provider}) returned {type(component).__name__}, expected a {expected.__name__}"
         )
     return component
 
@@ -98,3 +99,12 @@ def build_pipeline(
         decoder=decoder, evaluators=evaluators,
     )
 
+
+
+def build_training_loop(spec: PipelineSpec, registry: Registry, ctx: TrainContext) -> TrainingLoop:
+    """Build the ``[trainer]`` component (``core.adamw`` unless the spec names another) for ``ctx.pipeline``.
+
+    Raises:
+        BuildError: the factory failed or returned something that is not a :class:`TrainingLoop`.
+    """
+    return _build(registry, spec.trainer, ctx, TrainingLoop, path="trainer")

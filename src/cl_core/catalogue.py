@@ -20,7 +20,8 @@ from .spec import CONVERTER, _drop_none
 from .spec.structure import type_name
 
 KIND_TABLES = {"dataset": "[data]", "sampler": "[sampler]", "encoder": "[encoders.<role>]", "scorer": "[scorer]",
-               "loss": "[loss]", "decoder": "[decoder]", "evaluator": "[[evaluate]]"}
+               "loss": "[loss]", "decoder": "[decoder]", "evaluator": "[[evaluate]]",
+               "trainer": "[trainer]"}
 _SECTION = re.compile(r"^(Args|Arguments|Attributes|Returns|Raises|Example|Examples|Note|Notes|Yields):\s*$")
 
 
@@ -141,13 +142,13 @@ def plugin_section(registry: Registry, plugin: str, level: int = 3) -> str:
 
 def reference_page(registry: Registry) -> str:
     """The whole spec reference: the spec's own tables, then every component by kind."""
-    from .spec.model import RunSpec, TrainerSpec
+    from .spec.model import RunSpec
 
     parts = ["# Spec reference", "",
              "Generated from the installed plugins' `Params` classes when the docs are built: every key a spec "
              "file may use, with its type, default and meaning. `type` names the component; every other key of a "
              "component table is one of its fields.", ""]
-    for table, cls in (("[run]", RunSpec), ("[trainer]", TrainerSpec)):
+    for table, cls in (("[run]", RunSpec),):
         description = _markdown(summary_line(cls.__doc__)).removeprefix(f"`{table}`").lstrip(":. ")
         parts += [f"## `{table}`", "", *([description, ""] if description else []), *_table(fields(cls)), ""]
     entries = _sorted(registry)

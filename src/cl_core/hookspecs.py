@@ -57,3 +57,12 @@ def cl_decoders() -> Iterable[ComponentInfo]:
 @hookspec
 def cl_evaluators() -> Iterable[ComponentInfo]:
     """Contribute evaluators (``[[evaluate]]``): metrics computed from a trained pipeline."""
+
+
+@hookspec
+def cl_trainers() -> Iterable[ComponentInfo]:
+    """Contribute training loops (``[trainer]``; ``type`` defaults to ``core.adamw``).
+
+    A factory ``build(params, ctx: TrainContext) -> TrainingLoop`` owns optimisation, checkpoints and
+    metrics of a run (e.g. word2vec's Hogwild SGD instead of the default AdamW loop).
+    """

@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from .errors import PluginConflictError, UnknownComponentError, did_you_mean
 
-Kind = Literal["sampler", "encoder", "scorer", "loss", "decoder", "dataset", "evaluator"]
+Kind = Literal["sampler", "encoder", "scorer", "loss", "decoder", "dataset", "evaluator", "trainer"]
 
 #: Every component kind, in build order, with the registration hook that contributes it.
 KIND_HOOKS: dict[str, str] = {
@@ -23,6 +23,7 @@ KIND_HOOKS: dict[str, str] = {
     "loss": "cl_losses",
     "decoder": "cl_decoders",
     "evaluator": "cl_evaluators",
+    "trainer": "cl_trainers",
 }
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*$")

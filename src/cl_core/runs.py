@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from . import distributed, modelcard, plots, provenance
-from .build import build_pipeline
+from .build import build_pipeline, build_training_loop
+from .components import TrainContext, TrainingLoop
 from .checkpoint import atomic_write_text
 from .errors import CheckpointError, ClError
 from .plugins import PluginHost, default_host
 from .spec import PipelineSpec, dump_spec, load_spec
-from .trainer import METRICS_NAME, Trainer, resolve_device
+from .trainer import METRICS_NAME, resolve_device
 from .weights import SPEC_NAME, WEIGHTS_NAME, save_weights
 
 
@@ -66,7 +67,7 @@ def train(
     overrides: Iterable[tuple[str, Any]] = (),
     resume: str | Path | None = None,
     host: PluginHost | None = None,
-    callbacks: Sequence[Callable[[Trainer, int], None]] = (),
+    callbacks: Sequence[Callable[[TrainingLoop, int], None]] = (),
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Train from a spec file, or continue the run directory ``resume``.
@@ -98,7 +99,9 @@ def train(
     dataset = pipeline.dataset
     assert dataset is not None  # built with_data
     log(f"data: {dataset.describe()}")
-    trainer = Trainer(pipeline, spec.trainer, run_dir, seed=spec.run.seed, device=device, callbacks=callbacks, log=log)
+    ctx = TrainContext(pipeline=pipeline, run_dir=run_dir, seed=spec.run.seed, device=device, callbacks=callbacks,
+                       log=log)
+    trainer = build_training_loop(spec, registry, ctx)
     info = provenance.collect(host)
     if resume is not None:
         trainer.resume()
@@ -114,7 +117,7 @@ def train(
     distributed.barrier()
     log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
         f"on {device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
-    plots_dir = run_dir / "plots" if spec.trainer.plots else None
+    plots_dir = run_dir / "plots" if getattr(spec.trainer.params, "plots", True) else None
     results = trainer.fit(plots_dir=plots_dir)
     seconds = time.perf_counter() - started
     if not zero:
@@ -123,7 +126,7 @@ def train(
     if plots_dir is not None:
         plots.loss_curve(run_dir / METRICS_NAME, plots_dir / "loss.png")
         plots.similarity_matrix(pipeline, plots_dir / "similarity.png")
-    training = {"steps": trainer.step, "epochs": spec.trainer.epochs, "device": str(device),
+    training = {"steps": trainer.step, "epochs": trainer.epochs, "device": str(device),
                 "wall time (s)": f"{seconds:.0f}", "data": dataset.describe()}
     atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
                                                               provenance=info))

@@ -9,12 +9,13 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,13 @@ from torch import nn
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .components import EvalContext
+from .components import TrainContext, TrainingLoop
+from .components.training import CHECKPOINT_NAME, METRICS_NAME
 from .errors import CheckpointError, ClError
-from .pipeline import Pipeline
-from .spec import TrainerSpec
+from .spec import AdamWParams
 from .types import Batch
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-METRICS_NAME = "metrics.jsonl"
+__all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "Trainer", "build_adamw", "resolve_device", "resolve_precision"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -134,43 +134,27 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
                 thread.join(timeout=0.05)
 
 
-class Trainer:
-    """Trains a :class:`Pipeline` on its dataset's "train" split and runs its evaluators.
+class Trainer(TrainingLoop):
+    """``core.adamw``: trains a :class:`Pipeline` on its dataset's "train" split and runs its evaluators.
 
     Args:
-        pipeline: the built pipeline (with dataset and sampler).
-        spec: the ``[trainer]`` table.
-        run_dir: where checkpoints and metrics go (must exist).
-        seed: the run seed (data order).
-        device: where to train.
-        callbacks: ``f(trainer, step)`` called after each optimizer step (after any checkpoint).
-        log: where to print human-readable lines.
+        spec: the ``[trainer]`` params (:class:`~cl_core.spec.AdamWParams`).
+        ctx: the pipeline, run directory, seed, device, callbacks and log.
     """
 
-    def __init__(
-        self,
-        pipeline: Pipeline,
-        spec: TrainerSpec,
-        run_dir: Path,
-        *,
-        seed: int,
-        device: torch.device,
-        callbacks: Sequence[Callable[[Trainer, int], None]] = (),
-        log: Callable[[str], None] = print,
-    ) -> None:
+    def __init__(self, spec: AdamWParams, ctx: TrainContext) -> None:
+        super().__init__(ctx)
+        pipeline = ctx.pipeline
         if pipeline.dataset is None or pipeline.sampler is None:
             raise ClError("training needs a pipeline built with its dataset and sampler")
+        device = ctx.device
         self.pipeline = pipeline.to(device)
         self.spec = spec
-        self.run_dir = Path(run_dir)
-        self.seed = seed
-        self.device = device
-        self.callbacks = list(callbacks)
-        self.log = log
         self.autocast_dtype = resolve_precision(spec.precision, device)
         self.train_source = pipeline.dataset.splits()["train"]
         self.micro_per_epoch = pipeline.sampler.num_batches(self.train_source)
         self.steps_per_epoch = -(-self.micro_per_epoch // spec.accumulate)
+        self.epochs = spec.epochs
         self.total_steps = spec.epochs * self.steps_per_epoch
         if spec.max_steps is not None:
             self.total_steps = min(self.total_steps, spec.max_steps)
@@ -184,7 +168,6 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.micro = 0  # next micro-batch index within the epoch
-        self.eval_results: dict[str, float] = {}
         # Under torchrun each rank trains on its share of every batch; losses gather across ranks, gradients
         # are averaged before each step, and only rank 0 writes files. Averaging once per optimizer step
         # (distributed.average_gradients) is what DDP does, without DDP's requirements: the loss is not a
@@ -196,10 +179,6 @@ class Trainer:
             self.log = lambda message: None
 
     # -- state ---------------------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_NAME
-
     def save_checkpoint(self) -> None:
         if self.rank != 0:
             return
@@ -224,12 +203,6 @@ class Trainer:
             kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
             metrics.write_text("".join(line + "\n" for line in kept))
 
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        if self.rank != 0:
-            return
-        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
     # -- loop ----------------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[tuple[int, Batch, Any]]:
         while self.epoch < self.spec.epochs and self.step < self.total_steps:
@@ -239,8 +212,14 @@ class Trainer:
             batches = self.pipeline.sampler.batches(self.train_source, generator=generator, start=start)
             if self.world_size > 1:
                 batches = (distributed.shard_batch(batch) for batch in batches)
+            yielded = 0
             for offset, (batch, prepared) in enumerate(_prefetch(batches, self.pipeline.prepare)):
+                yielded += 1
                 yield start + offset, batch, prepared
+            if self.micro < self.micro_per_epoch and yielded == 0:
+                # The sampler drew fewer batches than num_batches() promised (e.g. labels too repeated for
+                # no-duplicate batches): end the epoch rather than ask for the same missing batches forever.
+                self.epoch, self.micro = self.epoch + 1, 0
 
     def fit(self, plots_dir: Path | None = None) -> dict[str, float]:
         """Train to ``total_steps`` (continuing from the current state), evaluate, return eval metrics."""
@@ -260,8 +239,15 @@ class Trainer:
                 group_size = min(spec.accumulate, self.micro_per_epoch - (micro - micro % spec.accumulate))
                 with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                     enabled=self.autocast_dtype is not None):
-                    out = self.pipeline.training_loss(prepared, batch.labels, self.device)
-                self.scaler.scale(out.value / group_size).backward()
+                    if spec.grad_cache_chunk:
+                        out = self.pipeline.grad_cache_backward(
+                            prepared, batch.labels, self.device, spec.grad_cache_chunk,
+                            scale=functools.partial(self._scaled, group_size=group_size),
+                        )
+                    else:
+                        out = self.pipeline.training_loss(prepared, batch.labels, self.device)
+                if not spec.grad_cache_chunk:
+                    self._scaled(out.value, group_size).backward()
                 seen += len(batch)
                 in_group += 1
                 for name, value in {"loss": out.value, **out.parts}.items():
@@ -283,7 +269,7 @@ class Trainer:
                     record["logit_scale"] = float(scale.detach())
                 running = {}
                 if self.step % spec.log_every == 0 or self.step == self.total_steps:
-                    self._write_metrics(record)
+                    self.write_metrics(record)
                 bar.update(1)
                 bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}")
                 at_epoch_end = self.micro == 0
@@ -303,6 +289,10 @@ class Trainer:
         self.save_checkpoint()
         return results
 
+    def _scaled(self, value: torch.Tensor, group_size: int) -> torch.Tensor:
+        """What a micro-batch backpropagates: its share of the accumulated step, loss-scaled for fp16."""
+        return self.scaler.scale(value / group_size)
+
     def _optimizer_step(self) -> None:
         distributed.average_gradients(p for g in self.optimizer.param_groups for p in g["params"])
         if self.spec.grad_clip > 0:
@@ -317,16 +307,6 @@ class Trainer:
         self.pipeline.post_step()
         self.step += 1
 
-    def evaluate(self, plots_dir: Path | None = None) -> dict[str, float]:
-        """Run every evaluator; results are logged to metrics.jsonl and returned."""
-        results: dict[str, float] = {}
-        if not self.pipeline.evaluators:
-            return results
-        self.pipeline.eval()
-        ctx = EvalContext(device=self.device, plots_dir=plots_dir if self.rank == 0 else None)
-        assert self.pipeline.dataset is not None  # a training pipeline has one
-        for evaluator in self.pipeline.evaluators:
-            results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
-        self.eval_results = results
-        self._write_metrics({"step": self.step, "epoch": self.epoch, "eval": results})
-        return results
+
+def build_adamw(params: AdamWParams, ctx: TrainContext) -> Trainer:
+    return Trainer(params, ctx)

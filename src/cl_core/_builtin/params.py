@@ -318,11 +318,16 @@ class InBatchParams:
         drop_last: drop a last, smaller batch.
         no_duplicate_labels: never put two examples with the same label in one batch (so no
             false negatives; the sentence-transformers NoDuplicatesBatchSampler idea).
+        mix: for a source made of several datasets (groups): ``"none"`` mixes them in every batch;
+            ``"round-robin"`` draws each batch from one group, groups taking turns (the epoch ends when the
+            smallest group runs out); ``"proportional"`` draws each batch from one group, groups chosen in
+            proportion to their number of batches (sentence-transformers' multi-dataset batch samplers).
     """
 
     batch_size: int = field(default=256, validator=validators.gt(0))
     drop_last: bool = True
     no_duplicate_labels: bool = False
+    mix: Literal["none", "round-robin", "proportional"] = "none"
 
 
 @frozen(kw_only=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..plugins import hookimpl
 from ..registry import ComponentInfo
+from ..spec.model import AdamWParams
 from . import params as p
 
 _B = "cl_core._builtin."
@@ -62,3 +63,9 @@ def cl_samplers():
     yield ComponentInfo(name="core.hard-negatives", params=p.HardNegativesParams,
                         factory=_B + "hard_negatives:build_hard_negatives",
                         summary="In-batch pairs plus hard negatives mined with a scorer.")
+
+
+@hookimpl
+def cl_trainers():
+    yield ComponentInfo(name="core.adamw", params=AdamWParams, factory="cl_core.trainer:build_adamw",
+                        summary="AdamW with warmup + cosine decay, accumulation, autocast, gradient caching, DDP.")

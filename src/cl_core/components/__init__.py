@@ -2,10 +2,12 @@
 
 from .data import Dataset, DataSource
 from .decoder import Decoder
-from .encoder import Encoder
+from .encoder import CandidateSet, Encoder
 from .evaluator import EvalContext, Evaluator
 from .loss import Loss
 from .sampler import Sampler
 from .scorer import Scorer
+from .training import TrainContext, TrainingLoop
 
-__all__ = ["DataSource", "Dataset", "Decoder", "Encoder", "EvalContext", "Evaluator", "Loss", "Sampler", "Scorer"]
+__all__ = ["CandidateSet", "DataSource", "Dataset", "Decoder", "Encoder", "EvalContext", "Evaluator", "Loss", "Sampler", "Scorer",
+           "TrainContext", "TrainingLoop"]

@@ -16,11 +16,16 @@ class DataSource(abc.ABC):
         fields: names of the fields each example has (e.g. ``("image", "text")``).
         labels: ``[len]`` int64 concept labels, or None.
         class_names: label -> human-readable class name (for zero-shot), or None.
+        groups: ``[len]`` int64 index of the dataset each example comes from, when the source joins several
+            (samplers with ``mix`` keep each batch within one group), or None.
+        group_names: group index -> dataset name, or None.
     """
 
     fields: tuple[str, ...] = ()
     labels: np.ndarray | None = None
     class_names: Sequence[str] | None = None
+    groups: np.ndarray | None = None
+    group_names: Sequence[str] | None = None
 
     @abc.abstractmethod
     def __len__(self) -> int: ...

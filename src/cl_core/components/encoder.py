@@ -67,3 +67,38 @@ class Encoder(nn.Module, abc.ABC):
 
     def post_step(self) -> None:
         """Called by the trainer after each optimizer step (e.g. to clamp a parameter)."""
+
+    def auxiliary_losses(self) -> dict[str, Tensor]:
+        """Extra scalar training losses computed by the last :meth:`encode` (e.g. BERT's masked-LM loss next to
+        the contrastive one), by name. The pipeline adds each to the loss and logs it as a part. An encoder
+        that computes some must forget them when they are read, so none is counted twice."""
+        return {}
+
+
+class CandidateSet(Encoder):
+    """A fixed, learned set of C candidates ``[C, N]`` to score queries against: classification as contrast
+    (the class vectors of a linear head, e.g. BERT's next-sentence head, are the candidates).
+
+    When the second encoder role of a pipeline is a CandidateSet, every query is scored against all of
+    :meth:`candidates` and the positive column of row ``i`` is the batch label ``labels[i]``, so
+    ``core.info-nce`` is the softmax cross-entropy over the C classes. Items are candidate indices.
+    """
+
+    modality: ClassVar[str] = "candidate"
+
+    @abc.abstractmethod
+    def candidates(self) -> Tensor:
+        """``[C, embed_dim]`` candidate embeddings (with gradients in training)."""
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.candidates().shape[0])
+
+    def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        index = torch.as_tensor(list(items), dtype=torch.long)
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.num_candidates):
+            raise IndexError(f"candidate indices must be in [0, {self.num_candidates}), got {list(items)[:8]}")
+        return {"index": index}
+
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self.candidates()[inputs["index"]]

@@ -18,6 +18,7 @@ import tomli_w
 from ..errors import Problem, SpecError
 from ..registry import Registry
 from .model import (
+    AdamWParams,
     ComponentRef,
     DatasetRef,
     DecoderRef,
@@ -28,13 +29,14 @@ from .model import (
     RunSpec,
     SamplerRef,
     ScorerRef,
+    TrainerRef,
     TrainerSpec,
 )
 from .structure import Structurer
 
 __all__ = [
     "ComponentRef", "DatasetRef", "DecoderRef", "EncoderRef", "EvaluatorRef", "LossRef", "PipelineSpec",
-    "RunSpec", "SamplerRef", "ScorerRef", "TrainerSpec", "load_spec", "loads_spec", "dump_spec",
+    "RunSpec", "SamplerRef", "ScorerRef", "TrainerSpec", "TrainerRef", "AdamWParams", "load_spec", "loads_spec", "dump_spec",
     "unstructure_spec", "parse_overrides", "structure_spec",
 ]
 

@@ -26,6 +26,8 @@ class ComponentRef:
     """A component chosen in a spec: its registered name and its structured ``Params`` instance."""
 
     kind: ClassVar[str] = ""
+    #: the component used when the table has no ``type`` key (None: ``type`` is required)
+    default_type: ClassVar[str | None] = None
     type: str
     params: Any
 
@@ -66,6 +68,12 @@ class EvaluatorRef(ComponentRef):
 
 
 @frozen(kw_only=True)
+class TrainerRef(ComponentRef):
+    kind: ClassVar[str] = "trainer"
+    default_type: ClassVar[str | None] = "core.adamw"
+
+
+@frozen(kw_only=True)
 class RunSpec:
     """``[run]``.
 
@@ -85,8 +93,8 @@ class RunSpec:
 
 
 @frozen(kw_only=True)
-class TrainerSpec:
-    """``[trainer]``: optimisation (AdamW, linear warmup then cosine decay) and bookkeeping.
+class AdamWParams:
+    """``core.adamw``, the default ``[trainer]``: AdamW, linear warmup then cosine decay, and bookkeeping.
 
     Attributes:
         epochs: passes over the training data.
@@ -99,6 +107,10 @@ class TrainerSpec:
         warmup_steps: linear warmup length in optimizer steps.
         grad_clip: clip the global gradient norm to this value; 0 disables.
         accumulate: micro-batches per optimizer step (gradient accumulation).
+        grad_cache_chunk: gradient caching (Gao et al., 2021, "Scaling Deep Contrastive Learning Batch Size
+            under Memory Limited Setup"): encode each micro-batch in chunks of this many rows, once without
+            gradients for the loss and once per chunk with the cached embedding gradients, so a large batch
+            of in-batch negatives fits in memory. 0 = off. Same loss and gradients as without it.
         precision: ``auto`` = bf16 autocast on GPUs that support it, fp32 on CPU; ``fp16`` uses a grad scaler.
         checkpoint_every: write a resumable checkpoint every N optimizer steps (0: at each epoch end only).
         log_every: write a metrics line every N optimizer steps.
@@ -117,6 +129,7 @@ class TrainerSpec:
     warmup_steps: int = field(default=0, validator=validators.ge(0))
     grad_clip: float = field(default=1.0, validator=validators.ge(0))
     accumulate: int = field(default=1, validator=validators.gt(0))
+    grad_cache_chunk: int = field(default=0, validator=validators.ge(0))
     precision: Precision = "auto"
     checkpoint_every: int = field(default=0, validator=validators.ge(0))
     log_every: int = field(default=10, validator=validators.gt(0))
@@ -137,6 +150,10 @@ class PipelineSpec:
     scorer: ScorerRef
     loss: LossRef
     decoder: DecoderRef | None = None
-    trainer: TrainerSpec = TrainerSpec()
+    trainer: TrainerRef = field(factory=lambda: TrainerRef(type="core.adamw", params=AdamWParams()))
     evaluate: tuple[EvaluatorRef, ...] = ()
     provenance: dict[str, Any] | None = None
+
+
+#: The old name of :class:`AdamWParams` (``[trainer]`` before training loops were pluggable).
+TrainerSpec = AdamWParams

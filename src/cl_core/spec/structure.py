@@ -202,7 +202,7 @@ class Structurer:
             self.error(path, f"expected a table with a 'type' key naming a {kind}, got {describe(data)}")
             return False, None
         table = dict(data)
-        name = table.pop("type", None)
+        name = table.pop("type", ref_cls.default_type)
         if name is None:
             self.error(join(path, "type"), f"missing: name the {kind} to use",
                        f"available {kind}s: {', '.join(self.registry.names(kind))}")

@@ -1,0 +1,101 @@
+"""The TrainingLoop interface: what turns a built pipeline into a trained run directory."""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from attrs import field, frozen
+
+from .evaluator import EvalContext
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+METRICS_NAME = "metrics.jsonl"
+CHECKPOINT_NAME = "checkpoint.safetensors"
+
+
+@frozen(kw_only=True)
+class TrainContext:
+    """What a training-loop factory ``build(params, ctx)`` may depend on.
+
+    Attributes:
+        pipeline: the built pipeline, with its dataset and sampler.
+        run_dir: the run directory (exists, holds ``spec.toml``); checkpoints and metrics go here.
+        seed: the run seed (``spec.run.seed``): data order and noise draws derive from it.
+        device: where to train.
+        callbacks: ``f(loop, step)`` to call after each optimizer step (after any checkpoint).
+        log: where to print human-readable lines.
+    """
+
+    pipeline: Pipeline
+    run_dir: Path
+    seed: int = 0
+    device: torch.device = torch.device("cpu")
+    callbacks: Sequence[Callable[[TrainingLoop, int], None]] = field(factory=tuple)
+    log: Callable[[str], None] = print
+
+
+class TrainingLoop(abc.ABC):
+    """Trains a pipeline on its dataset's ``"train"`` split, checkpoints and evaluates it.
+
+    Attributes (read by the CLI and the model card):
+        step: optimizer steps done.
+        total_steps: steps of the whole run.
+        steps_per_epoch: steps per pass over the training data.
+        epochs: passes over the training data.
+    """
+
+    step: int = 0
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    epochs: int = 0
+
+    def __init__(self, ctx: TrainContext) -> None:
+        self.pipeline = ctx.pipeline
+        self.run_dir = Path(ctx.run_dir)
+        self.seed = ctx.seed
+        self.device = ctx.device
+        self.callbacks = list(ctx.callbacks)
+        self.log = ctx.log
+        self.rank = 0
+        self.eval_results: dict[str, float] = {}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+    @abc.abstractmethod
+    def fit(self, plots_dir: Path | None = None) -> dict[str, float]:
+        """Train to ``total_steps`` (continuing from the current state), evaluate, checkpoint; return the
+        evaluation metrics."""
+
+    @abc.abstractmethod
+    def resume(self) -> None:
+        """Restore ``checkpoint_path``; raises :class:`~cl_core.errors.CheckpointError` when unusable."""
+
+    def write_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
+        if self.rank != 0:
+            return
+        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def evaluate(self, plots_dir: Path | None = None) -> dict[str, float]:
+        """Run every evaluator of the pipeline; results are logged to metrics.jsonl and returned."""
+        results: dict[str, float] = {}
+        if not self.pipeline.evaluators:
+            return results
+        self.pipeline.eval()
+        ctx = EvalContext(device=self.device, plots_dir=plots_dir if self.rank == 0 else None)
+        assert self.pipeline.dataset is not None  # a training pipeline has one
+        for evaluator in self.pipeline.evaluators:
+            results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
+        self.eval_results = results
+        self.write_metrics({"step": self.step, "epoch": getattr(self, "epoch", 0), "eval": results})
+        return results

@@ -1,0 +1,277 @@
+"""Pluggable training loops, candidate sets, encoder auxiliary losses, gradient caching, mixed-source batches."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from attrs import frozen
+from torch import Tensor, nn
+
+from cl_core._builtin.losses import InfoNCELoss
+from cl_core._builtin.samplers import InBatchSampler
+from cl_core._builtin.scorers import CosineScorer, DotScorer
+from cl_core.components import CandidateSet, DataSource, Encoder, TrainingLoop
+from cl_core.errors import DataError, SpecError
+from cl_core.pipeline import Pipeline
+from cl_core.plugins import PluginHost, hookimpl
+from cl_core.registry import ComponentInfo
+from cl_core.runs import train
+from cl_core.spec import load_spec
+
+
+class DropoutMLP(Encoder):
+    """A small encoder with dropout (so gradient caching must replay the RNG) and an auxiliary loss."""
+
+    def __init__(self, dim_in: int = 6, dim: int = 5, aux: bool = False):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim_in, 16), nn.Dropout(0.3), nn.Linear(16, dim))
+        self.dim = dim
+        self.aux = aux
+        self._aux: dict[str, Tensor] = {}
+
+    @property
+    def embed_dim(self) -> int:
+        return self.dim
+
+    def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        return {"x": torch.as_tensor(np.stack(items), dtype=torch.float32)}
+
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        out = self.net(inputs["x"])
+        if self.aux and self.training:
+            self._aux = {"norm": out.pow(2).mean()}
+        return out
+
+    def auxiliary_losses(self) -> dict[str, Tensor]:
+        aux, self._aux = self._aux, {}
+        return aux
+
+
+class Classes(CandidateSet):
+    def __init__(self, count: int, dim: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(count, dim))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.table.shape[1]
+
+    def candidates(self) -> Tensor:
+        return self.table
+
+
+def _pipeline(encoders: dict[str, Encoder], scorer=None) -> Pipeline:
+    return Pipeline(spec=None, dataset=None, sampler=None, encoders=encoders,  # type: ignore[arg-type]
+                    scorer=scorer or CosineScorer(temperature=0.1), loss=InfoNCELoss(symmetric=True))
+
+
+def _prepared(pipeline: Pipeline, rows: int, seed: int = 0) -> dict[str, dict[str, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return {role: {"x": torch.randn(rows, 6, generator=g)} for role in pipeline.encoders}
+
+
+def _grads(pipeline: Pipeline) -> dict[str, Tensor]:
+    return {n: p.grad.clone() for n, p in pipeline.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 64])
+def test_grad_cache_gives_the_direct_loss_and_gradients(chunk):
+    torch.manual_seed(0)
+    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
+    pipeline.train()
+    prepared = _prepared(pipeline, 10)
+    device = torch.device("cpu")
+
+    torch.manual_seed(123)
+    direct = pipeline.training_loss(prepared, None, device)
+    direct.value.backward()
+    want = _grads(pipeline)
+    pipeline.zero_grad(set_to_none=True)
+
+    torch.manual_seed(123)
+    cached = pipeline.grad_cache_backward(prepared, None, device, chunk, scale=lambda v: v)
+    got = _grads(pipeline)
+    torch.testing.assert_close(cached.value, direct.value.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached.parts["a/norm"],
+                               direct.parts["a/norm"].detach(), rtol=1e-5, atol=1e-6)
+    assert want.keys() == got.keys() and len(want) == 9  # 2 encoders x 2 layers x (weight, bias) + logit scale
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_grad_cache_scale_is_applied_to_every_gradient():
+    torch.manual_seed(0)
+    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
+    prepared = _prepared(pipeline, 6)
+    torch.manual_seed(5)
+    pipeline.grad_cache_backward(prepared, None, torch.device("cpu"), 2, scale=lambda v: v)
+    once = _grads(pipeline)
+    pipeline.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    pipeline.grad_cache_backward(prepared, None, torch.device("cpu"), 2, scale=lambda v: v * 4)
+    for name, grad in _grads(pipeline).items():
+        torch.testing.assert_close(grad, once[name] * 4, msg=name)
+
+
+def test_candidate_set_is_softmax_cross_entropy_over_its_candidates():
+    torch.manual_seed(0)
+    encoder, classes = DropoutMLP(dim=4).eval(), Classes(3, 4)
+    pipeline = Pipeline(spec=None, dataset=None, sampler=None,  # type: ignore[arg-type]
+                        encoders={"q": encoder, "label": classes}, scorer=DotScorer(),
+                        loss=InfoNCELoss())
+    prepared = {"q": {"x": torch.randn(7, 6)}}
+    labels = torch.tensor([0, 2, 1, 1, 0, 2, 2])
+    out = pipeline.training_loss(prepared, labels, torch.device("cpu"))
+    logits = encoder.encode(prepared["q"]) @ classes.table.T
+    torch.testing.assert_close(out.value, F.cross_entropy(logits, labels))
+    assert classes.embed(torch.tensor([2, 0]).tolist()).shape == (2, 4)
+    with pytest.raises(ValueError, match="labels"):
+        pipeline.training_loss(prepared, None, torch.device("cpu"))
+    with pytest.raises(IndexError, match=r"\[0, 3\)"):
+        classes.prepare([3])
+
+
+def test_auxiliary_losses_are_added_and_logged():
+    torch.manual_seed(0)
+    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
+    pipeline.eval()  # no dropout; aux only in training mode
+    prepared = _prepared(pipeline, 5)
+    plain = pipeline.training_loss(prepared, None, torch.device("cpu"))
+    assert "a/norm" not in plain.parts
+    pipeline.train()
+    for role in ("a", "b"):
+        pipeline.encoder(role).net[1].p = 0.0  # same embeddings in both modes: only the auxiliary loss differs
+    with_aux = pipeline.training_loss(prepared, None, torch.device("cpu"))
+    torch.testing.assert_close(with_aux.value, plain.value + with_aux.parts["a/norm"])
+    assert pipeline.encoder("a").auxiliary_losses() == {}  # read once
+
+
+class Grouped(DataSource):
+    def __init__(self, sizes: Sequence[int]):
+        self.groups = np.concatenate([np.full(n, g) for g, n in enumerate(sizes)]).astype(np.int64)
+        self.group_names = [f"g{g}" for g in range(len(sizes))]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
+        return {"x": list(indices)}
+
+
+class Ungrouped(Grouped):
+    def __init__(self):
+        super().__init__([8])
+        self.size, self.groups = 8, None
+
+    def __len__(self) -> int:
+        return self.size
+
+
+@pytest.mark.parametrize("mix", ["round-robin", "proportional"])
+def test_mixed_sources_never_share_a_batch(mix):
+    source = Grouped([40, 17, 25])
+    sampler = InBatchSampler(4, mix=mix)
+    batches = list(sampler.batches(source, generator=torch.Generator().manual_seed(1)))
+    assert len(batches) == sampler.num_batches(source)
+    groups = [set(source.groups[b.indices.numpy()].tolist()) for b in batches]
+    assert all(len(g) == 1 for g in groups)
+    order = [g.pop() for g in groups]
+    if mix == "round-robin":
+        assert len(batches) == 3 * 4 and order == [0, 1, 2] * 4
+    else:
+        assert [order.count(g) for g in range(3)] == [10, 4, 6]
+        assert order != sorted(order)
+    again = list(sampler.batches(source, generator=torch.Generator().manual_seed(1), start=5))
+    assert [b.indices.tolist() for b in again] == [b.indices.tolist() for b in batches[5:]]
+
+
+def test_mix_needs_groups_and_big_enough_groups():
+    with pytest.raises(DataError, match="several groups"):
+        InBatchSampler(4, mix="round-robin").num_batches(Ungrouped())
+    with pytest.raises(DataError, match="group 'g1' has 3 examples"):
+        InBatchSampler(4, mix="proportional").num_batches(Grouped([8, 3]))
+
+
+# -- pluggable training loops ------------------------------------------------------------------------
+
+@frozen(kw_only=True)
+class CountingParams:
+    """``loops.counting``: a training loop that takes ``steps`` plain SGD steps."""
+
+    steps: int = 2
+
+
+class CountingLoop(TrainingLoop):
+    def __init__(self, params: CountingParams, ctx):
+        super().__init__(ctx)
+        self.total_steps = self.steps_per_epoch = params.steps
+        self.epochs = 1
+        self.optimizer = torch.optim.SGD(self.pipeline.parameters(), lr=0.5)
+
+    def fit(self, plots_dir=None):
+        pipeline = self.pipeline
+        source = pipeline.dataset.splits()["train"]
+        batches = pipeline.sampler.batches(source, generator=torch.Generator().manual_seed(self.seed))
+        for _, batch in zip(range(self.total_steps), batches):
+            out = pipeline.training_loss(pipeline.prepare(batch), batch.labels, self.device)
+            out.value.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            self.step += 1
+            self.write_metrics({"step": self.step, "loss": float(out.value)})
+        return self.evaluate(plots_dir)
+
+    def resume(self):
+        raise NotImplementedError
+
+
+class Loops:
+    @staticmethod
+    @hookimpl
+    def cl_trainers():
+        yield ComponentInfo(name="loops.counting", params=CountingParams,
+                            factory=lambda params, ctx: CountingLoop(params, ctx), summary="Counts SGD steps.")
+
+
+def test_a_plugin_training_loop_trains_a_run(toy_spec, toy_host: PluginHost):
+    toy_host.register(Loops, name="loops")
+    path, out = toy_spec()
+    text = path.read_text().replace("[trainer]\n", '[trainer]\ntype = "loops.counting"\nsteps = 3\n#', 1)
+    text = "\n".join(line for line in text.splitlines() if not line.startswith(("lr", "checkpoint_every",
+                                                                                 "progress", "plots")))
+    path.write_text(text)
+    spec = load_spec(path, toy_host.registry())
+    assert spec.trainer.type == "loops.counting" and spec.trainer.params.steps == 3
+    result = train(path, host=toy_host, log=lambda m: None)
+    assert result.steps == 3
+    lines = (out / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len([line for line in lines if '"loss"' in line]) == 3
+    assert 'type = "loops.counting"' in (out / "run" / "spec.toml").read_text()
+
+
+def test_trainer_type_defaults_to_adamw_and_unknown_types_are_located(toy_spec, toy_host):
+    path, out = toy_spec()
+    spec = load_spec(path, toy_host.registry())
+    assert spec.trainer.type == "core.adamw" and spec.trainer.params.epochs == 3
+    path.write_text(path.read_text().replace("[trainer]\n", '[trainer]\ntype = "core.adamx"\n', 1))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, toy_host.registry())
+    text = str(info.value)
+    assert "trainer.type" in text and "core.adamw" in text
+    assert not out.exists()
+
+
+def test_grad_cache_in_a_run_trains_the_same_weights(toy_spec, toy_host):
+    from safetensors.torch import load_file
+
+    plain = train(toy_spec(name="plain")[0], host=toy_host, log=lambda m: None)
+    cached = train(toy_spec("grad_cache_chunk = 5", name="cached")[0], host=toy_host, log=lambda m: None)
+    a, b = load_file(str(plain.run_dir / "model.safetensors")), load_file(str(cached.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
