@@ -275,3 +275,14 @@ def test_grad_cache_in_a_run_trains_the_same_weights(toy_spec, toy_host):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_eval_on_start_reports_the_starting_point_next_to_the_trained_one(toy_spec, toy_host):
+    lines: list[str] = []
+    result = train(toy_spec("eval_on_start = true\n[[evaluate]]\ntype = \"toy.alignment\"")[0], host=toy_host,
+                   log=lines.append)
+    assert result.start_results is not None and result.start_results.keys() == result.results.keys()
+    key = next(iter(result.results))
+    assert result.start_results[key] != result.results[key]
+    table = lines[-1]
+    assert "start" in table and "trained" in table and f"{result.results[key] - result.start_results[key]:+8.4f}" in table

@@ -39,10 +39,13 @@ def seed_everything(seed: int) -> None:
 
 @attrs.frozen
 class RunResult:
+    """A finished run: its directory, final evaluation results (and those before training, if measured)."""
+
     run_dir: Path
     results: dict[str, float]
     steps: int
     seconds: float
+    start_results: dict[str, float] | None = None
 
 
 def _new_run_dir(spec: PipelineSpec, spec_path: Path) -> Path:
@@ -54,11 +57,21 @@ def _new_run_dir(spec: PipelineSpec, spec_path: Path) -> Path:
     return run_dir
 
 
-def format_results(results: dict[str, float]) -> str:
+def format_results(results: dict[str, float], start: dict[str, float] | None = None) -> str:
+    """One line per metric; with ``start`` (results before training) a two-column table start | trained."""
     if not results:
         return "no evaluation metrics"
     width = max(len(k) for k in results)
-    return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in sorted(results.items()))
+    if start is None:
+        return "\n".join(f"  {k:<{width}}  {v:.4f}" for k, v in sorted(results.items()))
+    lines = [f"  {'metric':<{width}}  {'start':>8}  {'trained':>8}  {'change':>8}"]
+    for key, value in sorted(results.items()):
+        before = start.get(key)
+        if before is None:
+            lines.append(f"  {key:<{width}}  {'':>8}  {value:8.4f}")
+        else:
+            lines.append(f"  {key:<{width}}  {before:8.4f}  {value:8.4f}  {value - before:+8.4f}")
+    return "\n".join(lines)
 
 
 def train(
@@ -120,8 +133,9 @@ def train(
     plots_dir = run_dir / "plots" if getattr(spec.trainer.params, "plots", True) else None
     results = trainer.fit(plots_dir=plots_dir)
     seconds = time.perf_counter() - started
+    start = trainer.start_results
     if not zero:
-        return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds)
+        return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds, start_results=start)
     save_weights(pipeline, run_dir / WEIGHTS_NAME)
     if plots_dir is not None:
         plots.loss_curve(run_dir / METRICS_NAME, plots_dir / "loss.png")
@@ -130,8 +144,8 @@ def train(
                 "wall time (s)": f"{seconds:.0f}", "data": dataset.describe()}
     atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
                                                               provenance=info))
-    log("results:\n" + format_results(results))
-    return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds)
+    log("results:\n" + format_results(results, start))
+    return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds, start_results=start)
 
 
 def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrides: Iterable[tuple[str, Any]] = (),

@@ -185,7 +185,7 @@ class Trainer(TrainingLoop):
         save_checkpoint(
             self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.scaler, progress={"step": self.step, "epoch": self.epoch, "micro": self.micro,
-                                          "eval": self.eval_results},
+                                          "eval": self.eval_results, "start_eval": self.start_results},
         )
 
     def resume(self) -> None:
@@ -196,6 +196,7 @@ class Trainer(TrainingLoop):
         )
         self.step, self.epoch, self.micro = progress["step"], progress["epoch"], progress["micro"]
         self.eval_results = dict(progress.get("eval") or {})
+        self.start_results = progress.get("start_eval")
         if self.step > self.total_steps:
             raise CheckpointError(f"checkpoint is at step {self.step}, past this run's {self.total_steps} steps")
         metrics = self.run_dir / METRICS_NAME
@@ -230,6 +231,9 @@ class Trainer(TrainingLoop):
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not spec.progress or self.rank != 0,
                    unit="step",
                    dynamic_ncols=True, desc="train")
+        if spec.eval_on_start and self.step == 0:
+            self.start_results = self.evaluate()
+            self.pipeline.train()
         started = time.perf_counter()
         seen = 0
         running: dict[str, float] = {}

@@ -65,6 +65,8 @@ class TrainingLoop(abc.ABC):
         self.log = ctx.log
         self.rank = 0
         self.eval_results: dict[str, float] = {}
+        #: evaluation results before training (when the loop evaluates at the start), else None
+        self.start_results: dict[str, float] | None = None
 
     @property
     def checkpoint_path(self) -> Path:

@@ -115,6 +115,8 @@ class AdamWParams:
         checkpoint_every: write a resumable checkpoint every N optimizer steps (0: at each epoch end only).
         log_every: write a metrics line every N optimizer steps.
         eval_every: run the evaluators every N epochs (0: only at the end).
+        eval_on_start: also run the evaluators before the first step, so the results show the starting
+            point (e.g. the pretrained model) next to the trained one.
         plots: write plots (loss curve, similarity matrix, zero-shot examples) into the run directory.
         progress: show a progress bar.
     """
@@ -134,6 +136,7 @@ class AdamWParams:
     checkpoint_every: int = field(default=0, validator=validators.ge(0))
     log_every: int = field(default=10, validator=validators.gt(0))
     eval_every: int = field(default=0, validator=validators.ge(0))
+    eval_on_start: bool = False
     plots: bool = True
     progress: bool = True
 
