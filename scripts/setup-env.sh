@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) ./.venv with a CPU build of PyTorch, cl-core and every first-party plugin (editable).
+# Create (or reuse) ./.venv with a CPU build of PyTorch, cl-core and every first-party plugin (editable, with
+# each one's test dependencies).
 # GPU users: install a CUDA torch into the venv first (see README), this script keeps an existing torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ fi
 plugins=$(python - <<'PY'
 import tomllib
 index = tomllib.load(open("registry.toml", "rb"))["plugin"]
-print(" ".join(f"-e {m['path']}" for m in index.values()))
+print(" ".join(f"-e {m['path']}[testing]" for m in index.values()))
 PY
 )
 # shellcheck disable=SC2086
