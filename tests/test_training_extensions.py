@@ -286,3 +286,6 @@ def test_eval_on_start_reports_the_starting_point_next_to_the_trained_one(toy_sp
     assert result.start_results[key] != result.results[key]
     table = lines[-1]
     assert "start" in table and "trained" in table and f"{result.results[key] - result.start_results[key]:+8.4f}" in table
+    card = (result.run_dir / "README.md").read_text()
+    assert "| metric | before training | trained |" in card
+    assert f"| {key} | {result.start_results[key]:.4f} | {result.results[key]:.4f} |" in card

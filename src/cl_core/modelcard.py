@@ -49,8 +49,13 @@ def metadata(spec: PipelineSpec, results: Mapping[str, float], *, name: str = "c
     return lines
 
 
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mapping[str, Any],
-           provenance: Mapping[str, Any], source: str = LOCAL_SOURCE, name: str = "cl-model") -> str:
+           provenance: Mapping[str, Any], source: str = LOCAL_SOURCE, name: str = "cl-model",
+           start_results: Mapping[str, float] | None = None) -> str:
     """Markdown model card: metadata header, components, results table, how to load, the spec.
 
     Args:
@@ -60,6 +65,7 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         provenance: the run's provenance (``plugins`` maps distributions to versions).
         source: what the loading example passes to ``from_pretrained`` (a folder or ``org/name``).
         name: the model's name in the Hub's ``model-index``.
+        start_results: the same metrics before training (``trainer.eval_on_start``), shown next to them.
     """
     header = ["---", *metadata(spec, results, name=name), "---", ""]
     parts = [
@@ -81,7 +87,10 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "## Results",
         "",
     ]
-    if results:
+    if results and start_results:
+        parts += ["| metric | before training | trained |", "|---|---|---|",
+                  *[f"| {k} | {_cell(start_results.get(k))} | {v:.4f} |" for k, v in sorted(results.items())]]
+    elif results:
         parts += ["| metric | value |", "|---|---|", *[f"| {k} | {v:.4f} |" for k, v in sorted(results.items())]]
     else:
         parts.append("No evaluators were run.")
