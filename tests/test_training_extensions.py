@@ -289,3 +289,23 @@ def test_eval_on_start_reports_the_starting_point_next_to_the_trained_one(toy_sp
     card = (result.run_dir / "README.md").read_text()
     assert "| metric | before training | trained |" in card
     assert f"| {key} | {result.start_results[key]:.4f} | {result.results[key]:.4f} |" in card
+
+
+def test_a_shared_encoder_is_the_same_module_under_both_roles(toy_spec, toy_host, tmp_path):
+    from cl_core.build import build_pipeline
+    from cl_core.errors import BuildError
+    from cl_core.weights import from_pretrained
+
+    path, out = toy_spec()
+    path.write_text(path.read_text().replace('[encoders.b]\ntype = "toy.linear"',
+                                             '[encoders.b]\ntype = "core.shared"\nrole = "a"'))
+    registry = toy_host.registry()
+    pipeline = build_pipeline(load_spec(path, registry), registry)
+    assert pipeline.encoder("b") is pipeline.encoder("a")
+    result = train(path, host=toy_host, log=lambda m: None)
+    loaded = from_pretrained(result.run_dir, host=toy_host)
+    assert loaded.encoder("b") is loaded.encoder("a")
+    torch.testing.assert_close(loaded.encoder("a").proj.weight, loaded.encoder("b").proj.weight)
+    path.write_text(path.read_text().replace('role = "a"', 'role = "c"'))
+    with pytest.raises(BuildError, match="'c' is not an earlier encoder role"):
+        build_pipeline(load_spec(path, registry), registry)

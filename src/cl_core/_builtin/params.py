@@ -309,6 +309,21 @@ class MemoryQueueParams:
 # -- samplers -----------------------------------------------------------------------------------------
 
 
+# -- encoders -----------------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class SharedEncoderParams:
+    """``core.shared``: the encoder of an earlier role, reused for this role (one set of weights for both
+    sides of a bi-encoder, as sentence-transformers and SimCLR do).
+
+    Attributes:
+        role: an encoder role defined earlier in the spec.
+    """
+
+    role: str = field(validator=validators.min_len(1))
+
+
 @frozen(kw_only=True)
 class InBatchParams:
     """``core.in-batch``: shuffled batches of positive pairs; the other rows are the negatives.

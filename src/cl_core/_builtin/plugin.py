@@ -69,3 +69,9 @@ def cl_samplers():
 def cl_trainers():
     yield ComponentInfo(name="core.adamw", params=AdamWParams, factory="cl_core.trainer:build_adamw",
                         summary="AdamW with warmup + cosine decay, accumulation, autocast, gradient caching, DDP.")
+
+
+@hookimpl
+def cl_encoders():
+    yield ComponentInfo(name="core.shared", params=p.SharedEncoderParams, factory=_B + "shared:build_shared",
+                        summary="The encoder of an earlier role, reused (one set of weights for both sides).")
