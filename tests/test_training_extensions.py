@@ -223,7 +223,7 @@ class CountingLoop(TrainingLoop):
             self.optimizer.step()
             self.optimizer.zero_grad()
             self.step += 1
-            self.write_metrics({"step": self.step, "loss": float(out.value)})
+            self.write_metrics({"step": self.step, "loss": float(out.value.detach())})
         return self.evaluate(plots_dir)
 
     def resume(self):

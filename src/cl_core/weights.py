@@ -63,12 +63,28 @@ def save_pretrained(
     return directory
 
 
+def resize_to_saved(pipeline: Pipeline, saved: Mapping[str, torch.Tensor]) -> None:
+    """Let modules whose shapes come from data resize themselves before a strict load.
+
+    A module may define ``resize_to_saved(tensors)``; it receives the saved tensors under its own prefix
+    (keys relative to the module) and reallocates parameters and buffers to those shapes. word2vec's tables,
+    whose row count is the vocabulary size learned from the corpus, use it so a run loads without its corpus.
+    """
+    for name, module in pipeline.named_modules():
+        resize = getattr(module, "resize_to_saved", None)
+        if module is pipeline or not callable(resize):
+            continue
+        prefix = f"{name}."
+        resize({k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)})
+
+
 def load_weights(pipeline: Pipeline, path: Path) -> None:
     """Load ``path`` into ``pipeline`` strictly; raises :class:`WeightsError` listing every mismatch."""
     try:
         saved = load_file(str(path))
     except Exception as exc:
         raise WeightsError(f"cannot read {path}: {exc}") from exc
+    resize_to_saved(pipeline, saved)
     expected = pipeline.state_dict()
     missing = sorted(set(expected) - set(saved))
     unexpected = sorted(set(saved) - set(expected))

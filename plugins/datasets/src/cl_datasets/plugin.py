@@ -19,3 +19,15 @@ def cl_datasets():
         factory="cl_datasets.image_caption:build_image_caption",
         summary="Your own images + JSONL/CSV captions, verified at build time, train/heldout split.",
     )
+    yield ComponentInfo(
+        name="datasets.text-corpus", params=p.TextCorpusParams, factory="cl_datasets.corpora:build_text_corpus",
+        summary="English text (GCIDE, WordNet glosses, Wikipedia leads, your files) tokenised into word ids.",
+    )
+    yield ComponentInfo(
+        name="datasets.documents", params=p.DocumentsParams, factory="cl_datasets.documents:build_documents",
+        summary="Ordered documents (Wikipedia leads, Lee news, your file), split by document (NSP, text pairs).",
+    )
+    yield ComponentInfo(
+        name="datasets.text-pairs", params=p.TextPairsParams, factory="cl_datasets.text_pairs:build_text_pairs",
+        summary="Wikipedia (title|description|sentence, lead|next sentence) pairs for text embeddings, split by document.",
+    )

