@@ -266,3 +266,18 @@ def test_embedding_cache_follows_weight_updates():
         enc.weight.add_(1.0)
     again = ev.embed_texts(p, "query", ["abc"])
     assert P.calls == 2 and not torch.allclose(again[0], first[1])
+
+
+@pytest.mark.parametrize("name", ["retrieval", "reranking", "clustering", "classification", "dedup", "lee_similarity"])
+def test_factories_check_the_role_against_the_spec(name):
+    class Ctx:
+        encoders = {"query": object(), "text": object()}
+
+    params_cls = {"lee_similarity": ep.LeeSimilarityParams}.get(name) or getattr(ep, f"{name.capitalize()}Params")
+    factory = getattr(ev, f"build_{name}")
+    assert factory.__name__ == f"build_{name}"
+    from cl_core.components import Evaluator
+
+    assert isinstance(factory(params_cls(role="text"), Ctx()), Evaluator)
+    with pytest.raises(ValueError, match="no encoder for role 'image'; the spec's roles are query, text"):
+        factory(params_cls(role="image"), Ctx())

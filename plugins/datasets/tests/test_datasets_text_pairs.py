@@ -91,3 +91,29 @@ def test_real_wiki_leads():
     held = ds.splits()["heldout"]
     assert len(held) == 12 and held.labels is not None
     assert len(ds.splits()["train"]) == 48
+
+
+def test_tfidf_mining_vectors_feed_hard_negatives_from_other_documents():
+    import torch
+
+    from cl_core._builtin.hard_negatives import HardNegativesSampler
+
+    topics = ["river water flood bank", "guitar music song chord", "planet orbit star moon"]
+    docs = [Document(title=f"T{i}", text=f"{topics[i % 3]} item{i}. More about {topics[i % 3].split()[0]} {i}.",
+                     sentences=(f"{topics[i % 3]} item{i}.", f"More about {topics[i % 3].split()[0]} {i}."),
+                     topic=str(i % 3)) for i in range(30)]
+    ds = TextPairsDataset(TextPairsParams(holdout=0.0, mining_vectors="tfidf", mining_dim=8), documents=docs)
+    train = ds.splits()["train"]
+    assert train.fields == ("query", "text", "embedding")
+    vectors = np.stack(train.get(range(len(train)))["embedding"])
+    assert vectors.shape == (30, 8) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    same_topic = vectors[0] @ vectors[3]  # documents 0 and 3 share a topic, 0 and 1 do not
+    assert same_topic > vectors[0] @ vectors[1] + 0.3
+    sampler = HardNegativesSampler(batch_size=4, num_negatives=1, candidate_field="text", pool=2)
+    batch = next(iter(sampler.batches(train, generator=torch.Generator().manual_seed(0))))
+    queries, texts = batch.inputs["query"], batch.inputs["text"]
+    for i, title in enumerate(queries):
+        mined = texts[4 + i]
+        own = docs[int(title[1:])]
+        assert mined != own.text and mined.split()[0] == own.text.split()[0]  # another document, same topic
+    assert "embedding" not in TextPairsDataset(TextPairsParams(holdout=0.0), documents=docs).splits()["train"].fields

@@ -505,34 +505,23 @@ def _check_role(ctx: Any, role: str | None, name: str) -> None:
         raise ValueError(f"{name}: no encoder for role {role!r}; the spec's roles are {', '.join(encoders)}")
 
 
-def build_retrieval(params: ep.RetrievalParams, ctx: Any) -> RetrievalEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.retrieval")
-    return RetrievalEvaluator(params)
+def _factory(cls: type, name: str) -> Any:
+    """The factory of evaluator ``name``: checks the role param against the spec's roles, then builds."""
+
+    def build(params: Any, ctx: Any) -> Any:
+        _check_role(ctx, params.role, name)
+        return cls(params)
+
+    build.__name__ = build.__qualname__ = f"build_{name.split('.', 1)[1].replace('-', '_')}"
+    return build
 
 
-def build_reranking(params: ep.RerankingParams, ctx: Any) -> RerankingEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.reranking")
-    return RerankingEvaluator(params)
-
-
-def build_clustering(params: ep.ClusteringParams, ctx: Any) -> ClusteringEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.clustering")
-    return ClusteringEvaluator(params)
-
-
-def build_classification(params: ep.ClassificationParams, ctx: Any) -> ClassificationEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.classification")
-    return ClassificationEvaluator(params)
-
-
-def build_dedup(params: ep.DedupParams, ctx: Any) -> DedupEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.dedup")
-    return DedupEvaluator(params)
-
-
-def build_lee_similarity(params: ep.LeeSimilarityParams, ctx: Any) -> LeeSimilarityEvaluator:
-    _check_role(ctx, params.role, "bert-nsp.lee-similarity")
-    return LeeSimilarityEvaluator(params)
+build_retrieval = _factory(RetrievalEvaluator, "bert-nsp.retrieval")
+build_reranking = _factory(RerankingEvaluator, "bert-nsp.reranking")
+build_clustering = _factory(ClusteringEvaluator, "bert-nsp.clustering")
+build_classification = _factory(ClassificationEvaluator, "bert-nsp.classification")
+build_dedup = _factory(DedupEvaluator, "bert-nsp.dedup")
+build_lee_similarity = _factory(LeeSimilarityEvaluator, "bert-nsp.lee-similarity")
 
 
 __all__ = ["ClassificationEvaluator", "ClusteringEvaluator", "DedupEvaluator",

