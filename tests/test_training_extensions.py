@@ -309,3 +309,13 @@ def test_a_shared_encoder_is_the_same_module_under_both_roles(toy_spec, toy_host
     path.write_text(path.read_text().replace('role = "a"', 'role = "c"'))
     with pytest.raises(BuildError, match="'c' is not an earlier encoder role"):
         build_pipeline(load_spec(path, registry), registry)
+
+
+def test_eval_of_a_missing_or_unfinished_run_is_a_clear_error(tmp_path, toy_host):
+    from cl_core.errors import CheckpointError
+    from cl_core.runs import evaluate_run
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        evaluate_run(tmp_path / "nope", host=toy_host)
+    with pytest.raises(CheckpointError, match="not a finished run"):
+        evaluate_run(tmp_path, host=toy_host)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import ClError
+from .registry import KIND_HOOKS
 
 
 def _fail(message: str) -> None:
@@ -257,7 +258,7 @@ def plugins_check(distributions: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--kind", type=click.Choice(["dataset", "sampler", "encoder", "scorer", "loss", "decoder", "evaluator"]))
+@click.option("--kind", type=click.Choice(list(KIND_HOOKS)))
 @click.option("--json", "as_json", is_flag=True)
 @user_errors
 def components(kind: str | None, as_json: bool) -> None:

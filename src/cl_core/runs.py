@@ -156,6 +156,8 @@ def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrid
 
     host = host or default_host()
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} does not exist (give a run directory)")
     if not (run_dir / WEIGHTS_NAME).is_file():
         raise CheckpointError(f"{run_dir} has no {WEIGHTS_NAME} (not a finished run)")
     registry = host.registry()

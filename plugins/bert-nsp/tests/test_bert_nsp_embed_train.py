@@ -22,8 +22,8 @@ def test_tiny_spec_trains_compares_and_exports(tmp_path):
     st = pytest.importorskip("sentence_transformers")
     model = make_tiny_bert(tmp_path / "tiny")
     try:
-        result = train(SPEC, overrides=[("encoders.query.model", str(model)), ("run.output_dir", str(tmp_path)),
-                                         ("run.name", "run")], log=lambda _: None)
+        result = train(SPEC, overrides=[("encoders.query.model", str(model)), ("trainer.lr", 1e-3),
+                                         ("run.output_dir", str(tmp_path)), ("run.name", "run")], log=lambda _: None)
     except DataError as exc:  # the Wikipedia wheel is not installed here
         pytest.skip(str(exc))
     r, start = result.results, result.start_results

@@ -100,7 +100,7 @@ def test_export_command_line(finished, tmp_path, capsys):
     assert main(["export", str(finished.run_dir), str(tmp_path / "v.txt"), "--text"]) == 0
     assert WordVectors.load_word2vec_format(tmp_path / "v.txt", binary=False).words[0] == "the"
     assert main(["export", str(tmp_path / "not-a-run"), str(tmp_path / "x.bin")]) == 1
-    assert "no model.safetensors" in capsys.readouterr().err
+    assert "not-a-run does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.gpu
@@ -139,3 +139,12 @@ def test_from_pretrained_loads_a_run_without_its_corpus(finished):
     assert word.vocabulary.words == saved.words
     np.testing.assert_array_equal(pipeline.embed("word", ["the", "of"]).numpy(), saved.vectors[[0, saved.words.index("of")]])
     assert pipeline.encoder("context").weight.shape == word.weight.shape
+
+
+def test_loading_a_missing_folder_says_it_does_not_exist(tmp_path):
+    from cl_core.errors import WeightsError
+
+    with pytest.raises(WeightsError, match="does not exist"):
+        cl_word2vec.load(tmp_path / "nope")
+    with pytest.raises(WeightsError, match="has no model.safetensors"):
+        cl_word2vec.load(tmp_path)

@@ -46,6 +46,8 @@ def load(run_dir: str | Path, role: str | None = None) -> WordVectors:
 
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
+    if not run_dir.is_dir():
+        raise WeightsError(f"{run_dir} does not exist (give a run directory or a saved folder)")
     if not weights.is_file():
         raise WeightsError(f"{run_dir} has no model.safetensors (is it a finished run?)")
     if role is None and (run_dir / "spec.toml").is_file():

@@ -96,6 +96,8 @@ class SGDParams:
         batch_size: (word, context) pairs per update on the torch backend.
         job_words: raw words per job of the numba backend (one thread runs one job at a time).
         compute_loss: accumulate the training loss (logged per epoch; costs ~10%).
+        shuffle: numba backend: visit the jobs (~``job_words`` runs of whole sentences) in a new seeded order
+            each epoch, instead of corpus order as word2vec C and gensim do.
         checkpoint: write a resumable checkpoint after each epoch.
         plots: draw the loss curve into the run's ``plots/`` (needs ``compute_loss``).
     """
@@ -109,6 +111,7 @@ class SGDParams:
     batch_size: int = field(default=16384, validator=validators.ge(1))
     job_words: int = field(default=10000, validator=validators.ge(100))
     compute_loss: bool = False
+    shuffle: bool = True
     checkpoint: bool = True
     plots: bool = True
 

@@ -206,6 +206,19 @@ class Word2VecSGD(TrainingLoop):
         p = self.params
         return max(p.min_alpha, p.alpha - (p.alpha - p.min_alpha) * raw_done / (self.epochs * self.data.raw_words))
 
+    def _job_order(self, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This epoch's job order and, per job, the raw words processed before it in that order (the
+        learning-rate schedule follows the processing order). With ``shuffle`` the order is a permutation
+        seeded by (seed, epoch): the corpus is alphabetical dictionary text, then WordNet, then Wikipedia,
+        and in corpus order the decay would always give the last source the smallest steps."""
+        sizes = np.diff(self.data.raw_offsets[bounds])
+        order = np.arange(sizes.shape[0])
+        if self.params.shuffle:
+            order = np.random.default_rng(job_seed(self.seed, self.epoch, 2**31)).permutation(sizes.shape[0])
+        raw_before = np.empty_like(sizes)
+        raw_before[order] = np.concatenate([[0], np.cumsum(sizes[order])[:-1]])
+        return order, raw_before
+
     def _numba_epoch(self) -> dict[str, float]:
         from .kernels import train_job
 
@@ -218,6 +231,7 @@ class Word2VecSGD(TrainingLoop):
         num_jobs = len(bounds) - 1
         raw_total = self.epochs * d.raw_words
         base = self.epoch * d.raw_words
+        order, raw_before = self._job_order(bounds)
         lock = threading.Lock()
         state = {"next": 0, "loss": 0.0, "terms": 0, "effective": 0}
         errors: list[BaseException] = []
@@ -226,13 +240,14 @@ class Word2VecSGD(TrainingLoop):
             try:
                 while True:
                     with lock:
-                        j = state["next"]
+                        k = state["next"]
                         state["next"] += 1
-                    if j >= num_jobs:
+                    if k >= num_jobs:
                         return
+                    j = int(order[k])
                     b, e = int(bounds[j]), int(bounds[j + 1])
                     loss, terms, effective = train_job(
-                        syn0, syn1, d.ids, d.offsets, b, e, base + int(d.raw_offsets[b]), raw_total, p.alpha,
+                        syn0, syn1, d.ids, d.offsets, b, e, base + int(raw_before[j]), raw_total, p.alpha,
                         p.min_alpha, keep_int, self.alias_prob, self.alias_index, log_kpn, s.window, s.shrink_windows, s.negative,
                         self.loss_kind, self.cbow, getattr(s, "cbow_mean", True), job_seed(self.seed, self.epoch, j),
                         p.compute_loss)
