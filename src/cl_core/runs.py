@@ -26,7 +26,7 @@ from .components import TrainContext, TrainingLoop
 from .checkpoint import atomic_write_text
 from .errors import CheckpointError, ClError
 from .plugins import PluginHost, default_host
-from .spec import PipelineSpec, dump_spec, load_spec
+from .spec import PipelineSpec, dump_spec, load_spec, with_absolute_paths
 from .trainer import METRICS_NAME, resolve_device
 from .weights import SPEC_NAME, WEIGHTS_NAME, save_weights
 
@@ -122,7 +122,7 @@ def train(
     elif zero:
         run_dir.mkdir(parents=True)
         try:
-            atomic_write_text(run_dir / SPEC_NAME, dump_spec(spec, info))
+            atomic_write_text(run_dir / SPEC_NAME, dump_spec(with_absolute_paths(spec), info))
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise

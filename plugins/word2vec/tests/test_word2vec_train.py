@@ -80,7 +80,7 @@ def test_bad_input_before_training(tmp_path):
     empty.write_text("... !!! ---\n", encoding="utf-8")
     with pytest.raises(DataError, match="empty"):
         _train(tmp_path, "z", ("data.sources", []), ("data.paths", [str(empty)]))
-    with pytest.raises(ClError, match="data.paths: path.s. do not exist"):
+    with pytest.raises(ClError, match="data.paths: path does not exist"):
         _train(tmp_path, "w", ("data.paths", [str(tmp_path / "missing.txt")]))
     assert not any(p.is_dir() for p in tmp_path.iterdir())  # no run directory was written
 
@@ -148,3 +148,24 @@ def test_loading_a_missing_folder_says_it_does_not_exist(tmp_path):
         cl_word2vec.load(tmp_path / "nope")
     with pytest.raises(WeightsError, match="has no model.safetensors"):
         cl_word2vec.load(tmp_path)
+
+
+def test_relative_corpus_paths_are_saved_absolute(tmp_path, monkeypatch):
+    import shutil
+
+    from cl_core.runs import evaluate_run
+    from cl_datasets.wiki import gensim_test_file
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(gensim_test_file("lee_background.cor"), work / "mine.txt")
+    monkeypatch.chdir(work)
+    result = _train(tmp_path / "runs", "rel", ("data.sources", []), ("data.paths", ["mine.txt"]),
+                    ("trainer.epochs", 1))
+    import tomllib
+
+    saved = tomllib.loads((result.run_dir / "spec.toml").read_text())
+    assert saved["data"]["paths"] == [str(work / "mine.txt")]
+    monkeypatch.chdir(tmp_path)  # elsewhere: the saved spec still finds the corpus
+    again = evaluate_run(result.run_dir, log=lambda m: None)
+    assert again["ws353/spearman"] == pytest.approx(result.results["ws353/spearman"])

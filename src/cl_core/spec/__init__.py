@@ -37,7 +37,7 @@ from .structure import Structurer
 __all__ = [
     "ComponentRef", "DatasetRef", "DecoderRef", "EncoderRef", "EvaluatorRef", "LossRef", "PipelineSpec",
     "RunSpec", "SamplerRef", "ScorerRef", "TrainerSpec", "TrainerRef", "AdamWParams", "load_spec", "loads_spec", "dump_spec",
-    "unstructure_spec", "parse_overrides", "structure_spec",
+    "unstructure_spec", "parse_overrides", "structure_spec", "with_absolute_paths",
 ]
 
 SUPPORTED_FORMATS = (1,)
@@ -149,6 +149,21 @@ def load_spec(
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read the spec file: {exc}")]) from None
     return loads_spec(text, registry, source=str(path), overrides=overrides)
+
+
+def with_absolute_paths(spec: PipelineSpec) -> PipelineSpec:
+    """The spec with every path parameter of every component made absolute (what a run saves, so it can be
+    evaluated or resumed from another working directory)."""
+    from .validators import absolute_paths
+
+    def fix(ref: Any) -> Any:
+        return attrs.evolve(ref, params=absolute_paths(ref.params)) if isinstance(ref, ComponentRef) else ref
+
+    return attrs.evolve(
+        spec, data=fix(spec.data), sampler=fix(spec.sampler), scorer=fix(spec.scorer), loss=fix(spec.loss),
+        decoder=fix(spec.decoder), trainer=fix(spec.trainer), evaluate=tuple(fix(r) for r in spec.evaluate),
+        encoders={role: fix(ref) for role, ref in spec.encoders.items()},
+    )
 
 
 def evolve_params(ref: ComponentRef, **changes: Any) -> ComponentRef:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen, validators
 
-from cl_core.spec.validators import existing_path
+from cl_core.spec.validators import existing_path, existing_paths
 
 EMOJI_STYLES = ("openmoji", "noto")
 EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup")
@@ -121,15 +121,6 @@ class ImageCaptionParams:
     skip_bad: bool = False
 
 
-def _existing_paths(_: Any, __: Any, value: tuple[str, ...]) -> None:
-    """Validator: every entry names an existing file or folder."""
-    import os
-
-    missing = [v for v in value if not os.path.exists(os.path.expanduser(v))]
-    if missing:
-        raise ValueError(f"path(s) do not exist: {', '.join(map(repr, missing))}")
-
-
 TEXT_SOURCES = ("gcide", "wordnet", "wiki-leads", "lee")
 
 
@@ -154,7 +145,7 @@ class TextCorpusParams:
 
     sources: tuple[Literal["gcide", "wordnet", "wiki-leads", "lee"], ...] = field(
         default=(), validator=lambda i, a, v: _choices(TEXT_SOURCES)(i, a, v) if v else None)
-    paths: tuple[str, ...] = field(default=(), validator=_existing_paths)
+    paths: tuple[str, ...] = field(default=(), validator=existing_paths("any"))
     gcide_path: str | None = field(default=None, validator=existing_path("file"))
     wordnet_dir: str | None = field(default=None, validator=existing_path("dir"))
     wiki_path: str | None = field(default=None, validator=existing_path("any"))
