@@ -95,10 +95,10 @@ def test_minilm_shortcut_matches_sentence_transformers():
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    from cl_bert_nsp.embedding import minilm_path
+    from cl_bert_nsp.checkpoints import minilm_dir
 
     ours = SentenceEncoder(SentenceEncoderParams(model="minilm", max_length=256)).embed(TEXTS)
-    theirs = SentenceTransformer(str(minilm_path()), device="cpu").encode(TEXTS, convert_to_tensor=True)
+    theirs = SentenceTransformer(str(minilm_dir()), device="cpu").encode(TEXTS, convert_to_tensor=True)
     assert torch.allclose(ours, theirs.cpu(), atol=1e-5)
 
 

