@@ -85,11 +85,15 @@ class Pipeline(nn.Module):
         k_role = self.roles[1]
         return self.encoder(k_role).encode(_to(prepared[k_role], device))
 
+    def _auxiliary_key(self, role: str, name: str) -> str:
+        """The logged name of an encoder's auxiliary loss: prefixed with its role when there are several."""
+        return name if len(self.encoders) == 1 else f"{role}/{name}"
+
     def _auxiliary(self) -> dict[str, Tensor]:
         parts: dict[str, Tensor] = {}
         for role, encoder in self.encoders.items():
             for name, value in cast(Encoder, encoder).auxiliary_losses().items():
-                parts[name if len(self.encoders) == 1 else f"{role}/{name}"] = value
+                parts[self._auxiliary_key(role, name)] = value
         return parts
 
     def training_loss(
@@ -151,7 +155,7 @@ class Pipeline(nn.Module):
                 for name, value in self.encoder(role).auxiliary_losses().items():
                     # each chunk's auxiliary loss is a mean over its rows: weight it by its share of the batch
                     surrogate = surrogate + scale(value * rows / total)
-                    key = name if len(self.encoders) == 1 else f"{role}/{name}"
+                    key = self._auxiliary_key(role, name)
                     auxiliary[key] = auxiliary.get(key, 0.0) + value.detach() * rows / total
                 surrogate.backward()
                 offset += rows

@@ -10,7 +10,6 @@ uninterrupted run.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import queue
 import threading
@@ -199,10 +198,7 @@ class Trainer(TrainingLoop):
         self.start_results = progress.get("start_eval")
         if self.step > self.total_steps:
             raise CheckpointError(f"checkpoint is at step {self.step}, past this run's {self.total_steps} steps")
-        metrics = self.run_dir / METRICS_NAME
-        if metrics.exists() and self.rank == 0:
-            kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
+        self.drop_metrics_after(self.step)
 
     # -- loop ----------------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[tuple[int, Batch, Any]]:

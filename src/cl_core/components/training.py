@@ -88,6 +88,15 @@ class TrainingLoop(abc.ABC):
         with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def drop_metrics_after(self, step: int) -> None:
+        """On resume: remove the ``metrics.jsonl`` lines logged after ``step`` (rank 0 only), so the metrics of
+        the steps that are trained again are not counted twice."""
+        metrics = self.run_dir / METRICS_NAME
+        if self.rank != 0 or not metrics.exists():
+            return
+        kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        metrics.write_text("".join(line + "\n" for line in kept))
+
     def evaluate(self, plots_dir: Path | None = None) -> dict[str, float]:
         """Run every evaluator of the pipeline; results are logged to metrics.jsonl and returned."""
         results: dict[str, float] = {}

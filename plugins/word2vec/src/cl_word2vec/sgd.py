@@ -135,8 +135,9 @@ class Word2VecSGD(TrainingLoop):
         from safetensors.torch import save_file
 
         from cl_core.checkpoint import atomic_write
+        from cl_core.weights import state_tensors
 
-        tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in self.pipeline.state_dict().items()}
+        tensors = {f"model.{k}": v for k, v in state_tensors(self.pipeline).items()}
         meta = {"progress": json.dumps({"epoch": self.epoch, "step": self.step, "eval": self.eval_results})}
         atomic_write(self.checkpoint_path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
@@ -160,10 +161,7 @@ class Word2VecSGD(TrainingLoop):
             raise CheckpointError(f"{path} does not match the pipeline: {exc}") from None
         self.epoch, self.step = int(progress["epoch"]), int(progress["step"])
         self.eval_results = dict(progress.get("eval") or {})
-        metrics = self.run_dir / "metrics.jsonl"
-        if metrics.exists():
-            kept = [ln for ln in metrics.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-            metrics.write_text("".join(line + "\n" for line in kept))
+        self.drop_metrics_after(self.step)
 
     # -- training ------------------------------------------------------------------------------------------
     def fit(self, plots_dir: Path | None = None) -> dict[str, float]:
