@@ -25,6 +25,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return "did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
+def indented_list(lines: Sequence[str], limit: int = 20) -> str:
+    """``lines`` one per row, indented by two spaces, for an error message about many items (bad files,
+    malformed records): at most ``limit`` rows, then "... and N more"."""
+    shown = "\n  ".join(lines[:limit])
+    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f"  {shown}{more}"
+
+
 @frozen
 class Problem:
     """One located problem in a spec: ``path`` is a dotted TOML path (``encoders.text.width``)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -45,11 +45,28 @@ class Encoder(nn.Module, abc.ABC):
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.encode(inputs)
 
-    @torch.no_grad()
     def embed(self, items: Sequence[Any], *, batch_size: int = 256, device: torch.device | str | None = None) -> Tensor:
         """Embed raw items in eval mode, batch by batch. Returns ``[len(items), embed_dim]`` on CPU."""
+        return self.map_batches(self.encode, items, batch_size=batch_size, device=device, what="embed()")
+
+    @torch.no_grad()
+    def map_batches(
+        self,
+        fn: Callable[[Mapping[str, Tensor]], Tensor],
+        items: Sequence[Any],
+        *,
+        batch_size: int = 256,
+        device: torch.device | str | None = None,
+        what: str = "map_batches()",
+    ) -> Tensor:
+        """``fn`` over :meth:`prepare`-d batches of raw ``items`` in eval mode, without gradients; the float32
+        CPU results ``[len(items), ...]`` concatenated. The training mode is restored afterwards.
+
+        Raises:
+            ValueError: ``items`` is empty (named by ``what``).
+        """
         if len(items) == 0:
-            raise ValueError("embed() needs at least one item")
+            raise ValueError(f"{what} needs at least one item")
         if device is None:
             device = next((p.device for p in self.parameters()), torch.device("cpu"))
         device = torch.device(device)
@@ -60,7 +77,7 @@ class Encoder(nn.Module, abc.ABC):
             for start in range(0, len(items), batch_size):
                 prepared = self.prepare(items[start : start + batch_size])
                 prepared = {k: v.to(device, non_blocking=True) for k, v in prepared.items()}
-                chunks.append(self.encode(prepared).float().cpu())
+                chunks.append(fn(prepared).float().cpu())
             return torch.cat(chunks)
         finally:
             self.train(was_training)

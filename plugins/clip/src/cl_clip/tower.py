@@ -208,20 +208,6 @@ class Tower(Encoder):
         return torch.stack(out)
 
     # -- convenience -----------------------------------------------------------------------------
-    @torch.no_grad()
     def embed_features(self, items: Sequence[Any], *, batch_size: int = 256) -> Tensor:
         """Trunk features ``[len(items), feature_dim]`` (before the projection) in eval mode, on CPU."""
-        if len(items) == 0:
-            raise ValueError("embed_features() needs at least one item")
-        device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = []
-            for start in range(0, len(items), batch_size):
-                prepared = self.prepare(items[start : start + batch_size])
-                prepared = {k: v.to(device) for k, v in prepared.items()}
-                chunks.append(self._trunk_features(prepared).float().cpu())
-            return torch.cat(chunks)
-        finally:
-            self.train(was_training)
+        return self.map_batches(self._trunk_features, items, batch_size=batch_size, what="embed_features()")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.errors import DataError, indented_list
 
 from .emoji_images import draw_all, load_noto, noto_index
 from .emoji_meta import Concept, captions_of, load_concepts
@@ -46,13 +46,6 @@ from .sources import ImageTextSource
 from .splits import choose_holdout, seeded_order
 
 log = logging.getLogger(__name__)
-MAX_LISTED = 20
-
-
-def _listing(problems: list[str]) -> str:
-    shown = "\n  ".join(problems[:MAX_LISTED])
-    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    return f"  {shown}{more}"
 
 
 class EmojiDataset(Dataset):
@@ -110,12 +103,12 @@ class EmojiDataset(Dataset):
                 rows.append(pixels)
         if problems and not params.skip_bad:
             raise DataError(f"{len(problems)} emoji image(s) could not be drawn or read "
-                            f"(set skip_bad = true to skip them):\n" + _listing(problems))
+                            f"(set skip_bad = true to skip them):\n" + indented_list(problems))
         self.skipped = len(problems)
         self.skipped_items = tuple(problems)
         if problems:
             log.warning("datasets.emoji: skipped %d bad image(s) (skip_bad = true):\n%s", len(problems),
-                        _listing(problems))
+                        indented_list(problems))
         size = params.image_size
         images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.uint8)
 

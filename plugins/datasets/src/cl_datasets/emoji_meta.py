@@ -29,7 +29,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from cl_core.errors import DataError
+from cl_core.errors import DataError, indented_list
 
 _SPACES = re.compile(r"\s+")
 VARIATION_SELECTOR = "FE0F"
@@ -146,8 +146,7 @@ def load_concepts(path: str | Path) -> list[Concept]:
             group=str(rec.get("group") or ""),
         ))
     if problems:
-        raise DataError(f"{path}: {len(problems)} malformed record(s):\n  " + "\n  ".join(problems[:20])
-                        + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""))
+        raise DataError(f"{path}: {len(problems)} malformed record(s):\n" + indented_list(problems))
     best: dict[str, Concept] = {}
     for c in concepts:
         if c.annotation not in best or _preference(c) < _preference(best[c.annotation]):

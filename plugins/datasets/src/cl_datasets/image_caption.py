@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.errors import DataError, indented_list
 
 from .captions_file import Row, read_rows
 from .imaging import load_square, unlimited_pixels
@@ -40,13 +40,6 @@ from .sources import ImageTextSource
 from .splits import choose_holdout
 
 log = logging.getLogger(__name__)
-MAX_LISTED = 20
-
-
-def _listing(problems: list[str]) -> str:
-    shown = "\n  ".join(problems[:MAX_LISTED])
-    more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
-    return f"  {shown}{more}"
 
 
 def _load(path: str, size: int, fit: str) -> np.ndarray | str:
@@ -97,14 +90,14 @@ class ImageCaptionDataset(Dataset):
             if bad_rows:
                 parts.append(f"{len(bad_rows)} malformed row(s)")
             raise DataError(f"{captions}: {' and '.join(parts)} (set skip_bad = true to skip them):\n"
-                            + _listing(problems))
+                            + indented_list(problems))
         self.skipped_rows = len(bad_rows)
         self.skipped_images = len(bad_images)
         self.skipped = len(problems)
         self.problems = tuple(problems)
         if problems:
             log.warning("datasets.image-caption: skipped %d malformed row(s) and %d bad image(s) "
-                        "(skip_bad = true):\n%s", len(bad_rows), len(bad_images), _listing(problems))
+                        "(skip_bad = true):\n%s", len(bad_rows), len(bad_images), indented_list(problems))
 
         good = [p for p, r in zip(paths, results) if not isinstance(r, str)]
         if not good:
