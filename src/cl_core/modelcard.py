@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .spec import PipelineSpec, dump_spec
@@ -55,7 +55,7 @@ def _cell(value: float | None) -> str:
 
 def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mapping[str, Any],
            provenance: Mapping[str, Any], source: str = LOCAL_SOURCE, name: str = "cl-model",
-           start_results: Mapping[str, float] | None = None) -> str:
+           start_results: Mapping[str, float] | None = None, usage: Sequence[str] = ()) -> str:
     """Markdown model card: metadata header, components, results table, how to load, the spec.
 
     Args:
@@ -66,6 +66,7 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         source: what the loading example passes to ``from_pretrained`` (a folder or ``org/name``).
         name: the model's name in the Hub's ``model-index``.
         start_results: the same metrics before training (``trainer.eval_on_start``), shown next to them.
+        usage: extra markdown lines for "How to load" (see :func:`usage_notes`).
     """
     header = ["---", *metadata(spec, results, name=name), "---", ""]
     parts = [
@@ -107,6 +108,7 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "",
         "or from the shell: `cl pull " + (source if source != LOCAL_SOURCE else "org/name") + " DIR`.",
         "",
+        *[line for note in usage for line in (note, "")],
         "Needs these plugins installed: " + (", ".join(f"`{d}`" for d in plugins) if plugins else "cl-core only"),
         "",
         "## Spec",
@@ -117,6 +119,11 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "",
     ]
     return "\n".join(header + parts)
+
+
+def usage_notes(pipeline: Any, source: str = LOCAL_SOURCE) -> list[str]:
+    """Every encoder's :meth:`~cl_core.components.Encoder.usage_notes`, in role order."""
+    return [note for role, encoder in pipeline.encoders.items() for note in encoder.usage_notes(role, source)]
 
 
 def with_source(card: str, source: str) -> str:

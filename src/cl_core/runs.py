@@ -143,7 +143,8 @@ def train(
     training = {"steps": trainer.step, "epochs": trainer.epochs, "device": str(device),
                 "wall time (s)": f"{seconds:.0f}", "data": dataset.describe()}
     atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
-                                                              provenance=info, start_results=start))
+                                                              provenance=info, start_results=start,
+                                                              usage=modelcard.usage_notes(pipeline)))
     log("results:\n" + format_results(results, start))
     return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds, start_results=start)
 

@@ -58,7 +58,8 @@ def save_pretrained(
     atomic_write_text(directory / SPEC_NAME, dump_spec(pipeline.spec, provenance))
     save_weights(pipeline, directory / WEIGHTS_NAME)
     if card is None:
-        card = modelcard.render(pipeline.spec, results={}, training={}, provenance=provenance or {})
+        card = modelcard.render(pipeline.spec, results={}, training={}, provenance=provenance or {},
+                               usage=modelcard.usage_notes(pipeline))
     atomic_write_text(directory / CARD_NAME, card)
     return directory
 

@@ -37,7 +37,9 @@ def test_tiny_spec_trains_compares_and_exports(tmp_path):
     from cl_bert_nsp.export import to_sentence_transformers
     from cl_core.weights import from_pretrained
 
-    out = to_sentence_transformers(result.run_dir, tmp_path / "st")
+    card = (result.run_dir / "README.md").read_text(encoding="utf-8")  # the card's own export recipe
+    assert 'to_sentence_transformers("path/to/this/folder", "st-model", role="query")' in card
+    out = to_sentence_transformers(result.run_dir, tmp_path / "st", role="query")
     texts = ["Paris is the capital of France.", "A cat."]
     ours = from_pretrained(result.run_dir).embed("query", texts)
     theirs = st.SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True).cpu()

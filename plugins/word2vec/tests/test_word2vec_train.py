@@ -103,6 +103,12 @@ def test_export_command_line(finished, tmp_path, capsys):
     assert "not-a-run does not exist" in capsys.readouterr().err
 
 
+def test_model_card_says_how_to_query_and_export_the_vectors(finished):
+    card = (finished.run_dir / "README.md").read_text(encoding="utf-8")
+    assert 'cl_word2vec.load("path/to/this/folder")' in card
+    assert "python -m cl_word2vec export path/to/this/folder vectors.bin" in card
+
+
 @pytest.mark.gpu
 def test_torch_backend_on_cuda(tmp_path):
     torch = pytest.importorskip("torch")

@@ -82,6 +82,12 @@ class Encoder(nn.Module, abc.ABC):
         finally:
             self.train(was_training)
 
+    def usage_notes(self, role: str, source: str) -> list[str]:
+        """Markdown lines the model card adds under "How to load" for this encoder, in role ``role`` of a
+        model saved at ``source`` (a run folder or ``org/name``): e.g. the plugin's own loader or export
+        command. Default: none."""
+        return []
+
     def post_step(self) -> None:
         """Called by the trainer after each optimizer step (e.g. to clamp a parameter)."""
 

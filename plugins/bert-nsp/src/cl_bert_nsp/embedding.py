@@ -184,6 +184,11 @@ class SentenceEncoder(Encoder):
         self.normalize = params.normalize
         self._hidden = int(self.model.config.hidden_size)
 
+    def usage_notes(self, role: str, source: str) -> list[str]:
+        return [f"Sentence embeddings (role `{role}`): `cl_bert_nsp.export.to_sentence_transformers("
+                f"\"{source}\", \"st-model\", role=\"{role}\")` writes a sentence-transformers folder; "
+                "`SentenceTransformer(\"st-model\").encode(texts)` then gives the same embeddings."]
+
     @property
     def embed_dim(self) -> int:
         return self._hidden

@@ -86,6 +86,12 @@ class WordEmbedding(_Table):
             if name in saved and saved[name].shape != getattr(self, name).shape:
                 setattr(self, name, torch.empty(saved[name].shape, dtype=getattr(self, name).dtype))
 
+    def usage_notes(self, role: str, source: str) -> list[str]:
+        return [f"Word vectors (role `{role}`): `cl_word2vec.load(\"{source}\")` gives a `WordVectors` "
+                "(`most_similar`, `similarity`, analogies); `python -m cl_word2vec export "
+                f"{source} vectors.bin` writes the word2vec binary format that gensim's "
+                "`KeyedVectors.load_word2vec_format(path, binary=True)` reads (`--text` for the text format)."]
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._vocabulary = Vocabulary.from_bytes(self.vocab_utf8.cpu().numpy(), self.counts.cpu().numpy())
