@@ -40,6 +40,49 @@ def test_kernel_step_equals_autograd_of_catalogue_loss(loss_kind):
     np.testing.assert_allclose(k1, t1.numpy(), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("cbow_mean", [True, False])
+def test_torch_cbow_step_equals_word2vec_update(cbow_mean):
+    """word2vec C's CBOW step, by hand in float64: the input is the mean (or sum) of the context rows; each
+    candidate row moves by g * h and every context row by the whole neu1e = sum of g * syn1[c], unscaled."""
+    syn0, syn1 = _tables()
+    contexts = np.array([[0, 1, 2, 0], [3, 4, 0, 0]])
+    mask = np.array([[True, True, True, False], [True, True, False, False]])
+    cand = np.array([[5, 6, 7], [8, 9, 10]])
+    alpha = 0.05
+    r0, r1 = syn0.copy(), syn1.copy()
+    for row in range(2):
+        ctx = contexts[row][mask[row]]
+        h = r0[ctx].sum(0) / (len(ctx) if cbow_mean else 1)
+        neu1e = np.zeros_like(h)
+        for d, word in enumerate(cand[row]):
+            g = ((1.0 if d == 0 else 0.0) - 1 / (1 + math.exp(-h @ r1[word]))) * alpha
+            neu1e += g * r1[word]
+            r1[word] += g * h
+        for word in ctx:
+            r0[word] += neu1e
+
+    t0, t1 = torch.tensor(syn0), torch.tensor(syn1)
+    sgd_step(t0, t1, torch.tensor(contexts), torch.tensor(cand), alpha, NegativeSamplingLoss(), 0,
+             torch.zeros(12, dtype=torch.float64), Targets, NoiseTargets, context_mask=torch.tensor(mask),
+             cbow_mean=cbow_mean)
+    assert not np.allclose(r0, syn0)
+    np.testing.assert_allclose(t0.numpy(), r0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(t1.numpy(), r1, rtol=0, atol=1e-12)
+
+
+def test_cbow_examples_respect_reach_and_sentences():
+    from cl_word2vec.sgd import cbow_examples
+
+    ids = torch.tensor([10, 11, 12, 13, 14])
+    sentence = torch.tensor([0, 0, 0, 1, 1])
+    reach = torch.tensor([2, 1, 2, 1, 1])
+    center, ctx, mask = cbow_examples(ids, sentence, reach, 2)
+    got = {int(c): sorted(int(w) for w in row[m]) for c, row, m in zip(center, ctx, mask, strict=True)}
+    assert got == {10: [11, 12], 11: [10, 12], 12: [10, 11], 13: [14], 14: [13]}
+    alone = cbow_examples(torch.tensor([1, 2]), torch.tensor([0, 1]), torch.tensor([1, 1]), 1)
+    assert alone[0].numel() == 0  # one-word sentences give no CBOW example
+
+
 def test_nce_differs_from_negative_sampling():
     syn0, syn1 = _tables()
     inputs, targets = np.array([0], dtype=np.int32), np.array([[2, 3, 4]], dtype=np.int64)

@@ -63,9 +63,13 @@ def test_torch_backend_trains_through_the_catalogue_loss(tmp_path):
     assert min(wv.similarity("the", w) for w in ("of", "and", "to")) > 0.3
 
 
-def test_cbow_runs(tmp_path):
-    r = _train(tmp_path, "cbow", ("sampler.type", "word2vec.cbow"))
-    assert np.isfinite(cl_word2vec.load(r.run_dir).vectors).all()
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_cbow_learns_on_both_backends(tmp_path, backend):
+    r = _train(tmp_path, "cbow", ("sampler.type", "word2vec.cbow"), ("trainer.backend", backend),
+               ("trainer.batch_size", 256))
+    wv = cl_word2vec.load(r.run_dir)
+    assert np.isfinite(wv.vectors).all()
+    assert min(wv.similarity("the", w) for w in ("of", "and", "to")) > 0.3
 
 
 def test_bad_input_before_training(tmp_path):

@@ -9,7 +9,9 @@ rate decayed linearly in the raw words processed, from ``alpha`` to ``min_alpha`
 * ``torch``: pairs of a chunk of the corpus drawn with tensor ops on the device, shuffled, then batched
   updates: the catalogue loss (``core.negative-sampling`` or ``core.nce``) on ``[B, 1 + k]`` dot scores,
   its autograd gradient scaled by ``alpha * B`` (per-pair SGD summed over the batch) added to the rows
-  with ``index_add_``. This is the GPU path.
+  with ``index_add_``. CBOW scores the mean (or sum) of each centre's context rows against the centre and
+  adds the input gradient to every context row unscaled, as the kernel and word2vec C do. This is the GPU
+  path.
 
 A step is one job (numba) or one batch (torch). Checkpoints are written after each epoch (tables plus the
 epoch); a resumed run replays the remaining epochs exactly (every job/chunk is seeded by seed, epoch and
@@ -106,8 +108,6 @@ class Word2VecSGD(TrainingLoop):
         if backend == "numba" and ctx.device.type != "cpu":
             raise BuildError(f"backend \"numba\" trains on the CPU; run.device is {ctx.device} (use backend = "
                              "\"torch\" or run.device = \"cpu\")")
-        if backend == "torch" and self.cbow:
-            raise BuildError("word2vec.cbow trains on the numba backend only (set backend = \"numba\")")
         self.backend = backend
         assert pipeline.dataset is not None
         self.data = CorpusIds(pipeline.dataset.splits()["train"], self.word.vocabulary)
@@ -124,7 +124,8 @@ class Word2VecSGD(TrainingLoop):
             self.steps_per_epoch = len(self.job_bounds) - 1
         else:
             kept = float((self.keep * vocab.counts).sum())
-            pairs = kept * 2 * (s.window + 1) / 2 if s.shrink_windows else kept * 2 * s.window
+            # one example per kept centre (CBOW) or per (centre, context) pair (skip-gram)
+            pairs = kept if self.cbow else kept * 2 * (s.window + 1) / 2 if s.shrink_windows else kept * 2 * s.window
             self.steps_per_epoch = max(1, math.ceil(pairs / params.batch_size))
         self.total_steps = self.epochs * self.steps_per_epoch
         self.step = 0
@@ -302,16 +303,13 @@ class Word2VecSGD(TrainingLoop):
                 reach = window - torch.randint(0, window, (n,), generator=gen, device=dev)
             else:
                 reach = torch.full((n,), window, device=dev)
-            centers, inputs = [], []
-            for dist in range(1, min(window, n - 1) + 1):
-                same = ks[dist:] == ks[:-dist]
-                fwd = same & (reach[:-dist] >= dist)  # centre i, context i + dist
-                bwd = same & (reach[dist:] >= dist)  # centre i + dist, context i
-                centers += [kid[:-dist][fwd], kid[dist:][bwd]]
-                inputs += [kid[dist:][fwd], kid[:-dist][bwd]]
-            center, inp = torch.cat(centers), torch.cat(inputs)
+            if self.cbow:
+                center, inp, mask = cbow_examples(kid, ks, reach, window)
+            else:
+                (center, inp), mask = skipgram_pairs(kid, ks, reach, window), None
             perm = torch.randperm(center.shape[0], generator=gen, device=dev)
             center, inp = center[perm], inp[perm]
+            mask = None if mask is None else mask[perm]
             m = center.shape[0]
             p0, p1 = (self.epoch * kept_total + t0) / (self.epochs * kept_total), \
                 (self.epoch * kept_total + t1) / (self.epochs * kept_total)
@@ -324,7 +322,8 @@ class Word2VecSGD(TrainingLoop):
                                            right=True)
                 cand = torch.cat([pos[:, None], noise], 1)
                 value = sgd_step(syn0, syn1, inp[b0:b1], cand, alpha, self.pipeline.loss, self.loss_kind, log_kpn,
-                                 Targets, NoiseTargets)
+                                 Targets, NoiseTargets, context_mask=None if mask is None else mask[b0:b1],
+                                 cbow_mean=getattr(s, "cbow_mean", True))
                 if p.compute_loss:
                     loss_sum += float(value) * (b1 - b0)
                     terms += (b1 - b0) * (k + 1)
@@ -332,16 +331,58 @@ class Word2VecSGD(TrainingLoop):
         return {"loss": loss_sum, "terms": terms, "effective": effective}
 
 
+def skipgram_pairs(ids: torch.Tensor, sentence: torch.Tensor, reach: torch.Tensor,
+                   window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (centre, context) pair of a run of kept words: ``ids`` [n] word ids, ``sentence`` [n] sentence
+    numbers, ``reach`` [n] each centre's reduced window (1..window). Returns ``(centres, contexts)`` [P]."""
+    n = ids.shape[0]
+    centers, inputs = [], []
+    for dist in range(1, min(window, n - 1) + 1):
+        same = sentence[dist:] == sentence[:-dist]
+        fwd = same & (reach[:-dist] >= dist)  # centre i, context i + dist
+        bwd = same & (reach[dist:] >= dist)  # centre i + dist, context i
+        centers += [ids[:-dist][fwd], ids[dist:][bwd]]
+        inputs += [ids[dist:][fwd], ids[:-dist][bwd]]
+    return torch.cat(centers), torch.cat(inputs)
+
+
+def cbow_examples(ids: torch.Tensor, sentence: torch.Tensor, reach: torch.Tensor,
+                  window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CBOW examples of a run of kept words (arguments as :func:`skipgram_pairs`): ``(centres [M],
+    contexts [M, 2 * window], mask [M, 2 * window])``, where ``mask`` marks the context words within the
+    centre's reach and sentence. Centres without any context word are dropped (word2vec skips them)."""
+    n = ids.shape[0]
+    offsets = torch.cat([torch.arange(-window, 0), torch.arange(1, window + 1)]).to(ids.device)
+    pos = torch.arange(n, device=ids.device)[:, None] + offsets[None, :]
+    inside = (pos >= 0) & (pos < n)
+    pos = pos.clamp(0, n - 1)
+    mask = inside & (sentence[pos] == sentence[:, None]) & (offsets.abs()[None, :] <= reach[:, None])
+    has = mask.any(1)
+    return ids[has], ids[pos[has]], mask[has]
+
+
 def sgd_step(syn0: torch.Tensor, syn1: torch.Tensor, inputs: torch.Tensor, cand: torch.Tensor, alpha: float,
-             loss: Any, loss_kind: int, log_kpn: torch.Tensor, targets_cls: Any,
-             noise_targets_cls: Any) -> torch.Tensor:
+             loss: Any, loss_kind: int, log_kpn: torch.Tensor, targets_cls: Any, noise_targets_cls: Any, *,
+             context_mask: torch.Tensor | None = None, cbow_mean: bool = True) -> torch.Tensor:
     """One batched SGD step through the catalogue loss: input rows ``inputs`` [B] of ``syn0`` against
     ``cand`` [B, 1 + k] rows of ``syn1`` (column 0 the data word). The loss is a mean over rows, so the
     step is ``-alpha * B * grad``: word2vec's per-pair SGD, summed over the batch. Returns the loss (a 0-dim
-    tensor on the device; reading it synchronises)."""
+    tensor on the device; reading it synchronises).
+
+    CBOW: ``inputs`` [B, C] context words with ``context_mask`` [B, C]; the input of a row is the mean
+    (``cbow_mean``) or the sum of its masked context rows, and its gradient is added to each of them
+    unscaled (word2vec C's ``neu1e``).
+    """
     b = inputs.shape[0]
     with torch.enable_grad():
-        q = syn0[inputs].requires_grad_()
+        if context_mask is None:
+            q = syn0[inputs]
+        else:
+            weights = context_mask.to(syn0.dtype)
+            q = torch.einsum("bc,bcn->bn", weights, syn0[inputs])
+            if cbow_mean:
+                q = q / weights.sum(1, keepdim=True)
+        q = q.detach().requires_grad_()
         c = syn1[cand].requires_grad_()
         scores = torch.einsum("bn,bkn->bk", q, c)
         positive = torch.zeros(b, dtype=torch.long, device=scores.device)
@@ -353,7 +394,11 @@ def sgd_step(syn0: torch.Tensor, syn1: torch.Tensor, inputs: torch.Tensor, cand:
             targets = targets_cls(positive=positive)
         out = loss(scores, targets)
         gq, gc = torch.autograd.grad(out.value, [q, c])
-    syn0.index_add_(0, inputs, gq, alpha=-alpha * b)
+    if context_mask is None:
+        syn0.index_add_(0, inputs, gq, alpha=-alpha * b)
+    else:
+        rows = gq[:, None, :].expand(-1, inputs.shape[1], -1)
+        syn0.index_add_(0, inputs[context_mask], rows[context_mask], alpha=-alpha * b)
     syn1.index_add_(0, cand.reshape(-1), gc.reshape(-1, syn1.shape[1]), alpha=-alpha * b)
     return out.value.detach()
 
