@@ -107,8 +107,8 @@ def test_minilm_shortcut_matches_sentence_transformers():
 
 def test_missing_folder_is_named(tmp_path):
     missing = tmp_path / "nope"
-    with pytest.raises(DataError, match="does not exist") as err:
-        encoder(missing)
+    with pytest.raises(ValueError, match="folder does not exist") as err:  # already when the spec is validated
+        SentenceEncoderParams(model=str(missing))
     assert str(missing) in str(err.value)
 
 

@@ -52,3 +52,17 @@ def test_a_missing_checkpoint_folder_fails_before_training(tmp_path):
                                ("run.output_dir", str(tmp_path / "runs"))], log=lambda _: None)
     assert "missing" in str(err.value)
     assert not (tmp_path / "runs").exists()
+
+
+def test_cl_spec_validate_reports_a_missing_model_folder(tmp_path):
+    from click.testing import CliRunner
+
+    from cl_core import cli
+
+    spec = tmp_path / "spec.toml"
+    text = SPEC.read_text(encoding="utf-8")
+    assert 'model = "minilm"' in text
+    spec.write_text(text.replace('model = "minilm"', 'model = "./no-such-model"', 1), encoding="utf-8")
+    result = CliRunner().invoke(cli.main, ["spec", "validate", str(spec)])
+    assert result.exit_code == 1
+    assert "encoders.query.model: folder does not exist" in result.output and "Traceback" not in result.output

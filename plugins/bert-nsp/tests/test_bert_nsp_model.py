@@ -165,9 +165,15 @@ def test_minilm_shortcut_loads_pretrained_trunk_with_a_fresh_head():
 
 
 def test_missing_checkpoint_path_names_it(tmp_path):
-    with pytest.raises(BuildError, match="does not exist") as err:
-        load_bert(BertParams(checkpoint=str(tmp_path / "no" / "such" / "dir")))
-    assert str(tmp_path / "no" / "such" / "dir") in str(err.value)
+    from cl_bert_nsp.checkpoints import resolve_folder
+
+    missing = str(tmp_path / "no" / "such" / "dir")
+    with pytest.raises(ValueError, match="folder does not exist") as err:  # when the spec is validated
+        BertParams(checkpoint=missing)
+    assert missing in str(err.value)
+    with pytest.raises(BuildError, match="does not exist") as err:  # a folder removed after validation
+        resolve_folder(missing)
+    assert missing in str(err.value)
 
 
 def test_checkpoint_without_weights(saved_checkpoint):

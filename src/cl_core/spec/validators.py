@@ -7,6 +7,7 @@ Path validators mark themselves (``path_field``), so a run can save its spec wit
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Literal
 
 import attrs
@@ -48,15 +49,52 @@ def existing_paths(kind: Literal["file", "dir", "any"] = "any"):
     return check
 
 
+#: A Hugging Face Hub model id: ``"name"`` (the legacy canonical models) or ``"org/name"``.
+HUB_MODEL_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def could_be_hub_id(value: str) -> bool:
+    """Whether ``value`` is shaped like a Hub model id; anything else can only be a local path."""
+    return bool(HUB_MODEL_ID.match(value))
+
+
+def folder_or_hub_id(*aliases: str):
+    """Validator: a string (or None) that is one of ``aliases`` (e.g. ``"minilm"``), an existing folder, or
+    shaped like a Hub model id (fetched when the component is built). A value that can only be a path
+    (``./x``, ``/x``, ``a/b/c``, ``~/x``) and names no folder is reported when the spec is validated, before
+    anything is built. Existing folders are saved absolute in a run's ``spec.toml``, aliases and ids as given.
+    """
+
+    def check(_: Any, __: Any, value: str | None) -> None:
+        if value is None or value in aliases:
+            return
+        path = os.path.abspath(os.path.expanduser(value))
+        if os.path.isdir(path):
+            return
+        if os.path.exists(path):
+            raise ValueError(f"expected a folder, found a file: {path}")
+        if not could_be_hub_id(value):
+            raise ValueError(f"folder does not exist: {path}")
+
+    check.path_field = "if-exists"  # type: ignore[attr-defined]
+    check.aliases = aliases  # type: ignore[attr-defined]
+    return check
+
+
 def absolute_paths(params: Any) -> Any:
-    """A copy of an attrs ``Params`` instance with every path field (validated by :func:`existing_path` or
-    :func:`existing_paths`) made absolute; other fields unchanged."""
+    """A copy of an attrs ``Params`` instance with every path field (validated by :func:`existing_path`,
+    :func:`existing_paths` or, when it names an existing folder, :func:`folder_or_hub_id`) made absolute;
+    other fields unchanged."""
     changes: dict[str, Any] = {}
     for f in attrs.fields(type(params)):
         if not getattr(f.validator, "path_field", False) or not f.init:
             continue
         value = getattr(params, f.name)
-        if isinstance(value, str):
+        if f.validator.path_field == "if-exists":  # type: ignore[union-attr]
+            if isinstance(value, str) and value not in f.validator.aliases and os.path.isdir(  # type: ignore[union-attr]
+                    os.path.expanduser(value)):
+                changes[f.name] = os.path.abspath(os.path.expanduser(value))
+        elif isinstance(value, str):
             changes[f.name] = os.path.abspath(os.path.expanduser(value))
         elif isinstance(value, tuple):
             changes[f.name] = tuple(os.path.abspath(os.path.expanduser(v)) for v in value)

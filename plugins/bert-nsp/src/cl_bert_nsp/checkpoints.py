@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 from cl_core.errors import BuildError, ClError
+from cl_core.spec.validators import could_be_hub_id
 
 MINILM = "minilm"
 #: Weight files never read: pickles (``torch.load`` can run code) and other frameworks' formats.
@@ -21,7 +21,6 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt",
                 "tf_model.h5", "flax_model.msgpack")
 #: What a Hub download fetches: configs, safetensors weights, tokenizer files (WordPiece, BPE, sentencepiece).
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 def minilm_dir(error: type[ClError] = BuildError) -> Path:
@@ -52,7 +51,7 @@ def resolve_folder(name: str, what: str = "checkpoint", error: type[ClError] = B
         return path
     if path.exists():
         raise error(f"{what} {name!r} is a file; give the folder that holds config.json and model.safetensors")
-    if not _HUB_ID.match(name) or name.startswith((".", "~")) or os.sep + os.sep in name:
+    if not could_be_hub_id(name):
         raise error(f"{what} path {str(path.resolve())!r} does not exist")
     not_local = f"{what} {name!r} is not a local folder ({path.resolve()} does not exist) and could not be fetched " \
                 "from the Hugging Face Hub as a model id"

@@ -10,6 +10,8 @@ from typing import Literal
 
 from attrs import field, frozen, validators
 
+from cl_core.spec.validators import folder_or_hub_id
+
 _pos = validators.gt(0)
 
 
@@ -45,8 +47,8 @@ class SentenceEncoderParams:
         pretrained: load the folder's weights (default); false builds a random init of its config.
     """
 
-    model: str = "minilm"
-    tokenizer: str | None = None
+    model: str = field(default="minilm", validator=folder_or_hub_id("minilm"))
+    tokenizer: str | None = field(default=None, validator=folder_or_hub_id("minilm"))
     pooling: Literal["mean", "cls", "last-token"] = field(
         default="mean", validator=validators.in_(("mean", "cls", "last-token")))
     max_length: int = field(default=128, validator=validators.ge(2))

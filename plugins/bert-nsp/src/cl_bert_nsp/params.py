@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from attrs import field, frozen, validators
 
+from cl_core.spec.validators import folder_or_hub_id
+
 _pos = validators.gt(0)
 
 
@@ -79,8 +81,8 @@ class BertParams:
         dropout: hidden and attention dropout; default: the checkpoint's config (BERT: 0.1).
     """
 
-    checkpoint: str | None = None
-    tokenizer: str | None = None
+    checkpoint: str | None = field(default=None, validator=folder_or_hub_id("minilm"))
+    tokenizer: str | None = field(default=None, validator=folder_or_hub_id("minilm"))
     hidden_size: int | None = field(default=None, validator=validators.optional(_pos))
     layers: int | None = field(default=None, validator=validators.optional(_pos))
     heads: int | None = field(default=None, validator=validators.optional(_pos))
