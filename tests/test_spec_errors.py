@@ -49,6 +49,16 @@ def test_bad_spec_gives_one_located_error_and_writes_nothing(case, toy_spec, run
     assert not out.exists()
 
 
+def test_an_encoder_role_the_data_does_not_give_is_an_error_before_anything_is_written(toy_spec, run_cli):
+    path, out = toy_spec()
+    _bad(path, "[encoders.b]", "[encoders.c]")  # toy.pairs gives fields "a" and "b"
+    result = run_cli("train", str(path))
+    assert result.exit_code == 1
+    assert "encoders.c: no inputs for encoder role(s) 'c': sampler 'core.in-batch' yields 'a', 'b'" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
 def test_all_problems_are_reported_at_once(toy_spec, toy_host):
     path, _ = toy_spec()
     _bad(path, "batch_size = 16", "batch_sise = 16")

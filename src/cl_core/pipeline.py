@@ -63,12 +63,16 @@ class Pipeline(nn.Module):
         candidate = self.encoder(self.roles[1])
         return candidate if isinstance(candidate, CandidateSet) and len(self.encoders) > 1 else None
 
+    def input_roles(self) -> list[str]:
+        """The roles whose raw items a training batch must carry: the query role and, unless it is a fixed
+        candidate set, the candidate role."""
+        q_role, k_role = self.roles
+        return [q_role] if self.candidate_set() is not None else list(dict.fromkeys([q_role, k_role]))
+
     def prepare(self, batch: Batch) -> dict[str, dict[str, Tensor]]:
         """Run each encoder's ``prepare`` on its raw items (CPU work of the data path). A candidate set needs
         no inputs: its candidates are fixed."""
-        q_role, k_role = self.roles
-        roles = [q_role] if self.candidate_set() is not None else list(dict.fromkeys([q_role, k_role]))
-        return {role: self.encoder(role).prepare(batch.inputs[role]) for role in roles}
+        return {role: self.encoder(role).prepare(batch.inputs[role]) for role in self.input_roles()}
 
     def _targets(self, rows: int, labels: Tensor | None, device: torch.device) -> Targets:
         if self.candidate_set() is not None:

@@ -16,18 +16,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
-from .components import TrainContext, TrainingLoop
+from .components import DataSource, TrainContext, TrainingLoop
 from .components.training import CHECKPOINT_NAME, METRICS_NAME
-from .errors import CheckpointError, ClError
+from .errors import BuildError, CheckpointError, ClError
 from .spec import AdamWParams
 from .types import Batch
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 __all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "Trainer", "build_adamw", "resolve_device", "resolve_precision"]
 
@@ -133,6 +136,19 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
                 thread.join(timeout=0.05)
 
 
+def check_roles(pipeline: Pipeline, source: DataSource) -> None:
+    """Raise :class:`~cl_core.errors.BuildError`, before anything is written, when an encoder role that
+    needs raw items is not among the inputs the sampler yields from ``source`` (roles are named after them)."""
+    given = pipeline.sampler.input_roles(source) if pipeline.sampler is not None else ()
+    missing = [role for role in pipeline.input_roles() if given and role not in given]
+    if missing:
+        spec = pipeline.spec
+        raise BuildError(
+            f"encoders.{missing[0]}: no inputs for encoder role(s) {', '.join(repr(r) for r in missing)}: sampler "
+            f"{spec.sampler.type!r} yields {', '.join(repr(r) for r in given)} from data {spec.data.type!r}; "
+            "name the [encoders.<role>] tables after those, or choose a sampler that yields the encoders' roles")
+
+
 class Trainer(TrainingLoop):
     """``core.adamw``: trains a :class:`Pipeline` on its dataset's "train" split and runs its evaluators.
 
@@ -151,6 +167,7 @@ class Trainer(TrainingLoop):
         self.spec = spec
         self.autocast_dtype = resolve_precision(spec.precision, device)
         self.train_source = pipeline.dataset.splits()["train"]
+        check_roles(pipeline, self.train_source)
         self.micro_per_epoch = pipeline.sampler.num_batches(self.train_source)
         self.steps_per_epoch = -(-self.micro_per_epoch // spec.accumulate)
         self.epochs = spec.epochs

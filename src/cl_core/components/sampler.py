@@ -25,3 +25,9 @@ class Sampler(abc.ABC):
     @abc.abstractmethod
     def batches(self, source: DataSource, *, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
         """Batches of one epoch, skipping the first ``start``."""
+
+    def input_roles(self, source: DataSource) -> tuple[str, ...]:
+        """The keys of ``Batch.inputs`` that :meth:`batches` yields from ``source``: the encoder roles that get
+        raw items. Default: the source's ``fields`` (samplers that pass examples through); a sampler that
+        builds its own inputs (e.g. sentence pairs) names them. Empty means unknown (nothing is checked)."""
+        return tuple(source.fields)

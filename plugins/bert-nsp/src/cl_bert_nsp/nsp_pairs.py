@@ -155,6 +155,9 @@ class NSPPairSampler(Sampler):
                             f"{self.batch_size}; lower sampler.batch_size or set sampler.drop_last = false")
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def input_roles(self, source: DataSource) -> tuple[str, ...]:
+        return (self.role,)
+
     def batches(self, source: DataSource, *, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
         index = self.index(source)
         total = self.num_batches(source)

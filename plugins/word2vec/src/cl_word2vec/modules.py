@@ -172,6 +172,9 @@ class Word2VecSampler(Sampler):
     def num_batches(self, source: DataSource) -> int:
         return max(1, len(source))
 
+    def input_roles(self, source: DataSource) -> tuple[str, ...]:
+        return ("word", "context")
+
     def batches(self, source: DataSource, *, generator: torch.Generator, start: int = 0) -> Iterator[Batch]:
         """One batch per sentence: every (centre, context) pair within the full window, as raw words."""
         order = torch.randperm(len(source), generator=generator).tolist()
