@@ -62,6 +62,10 @@ def test_plugin_that_raises_on_import_is_listed_as_failed(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "broken" in out.stdout and "failed" in out.stdout
     assert "ImportError: needs the moon" in out.stdout
+    other = subprocess.run(["cl", "components", "--kind", "scorer"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert other.returncode == 0 and other.stderr.startswith("warning: plugin 'broken'")
+    assert "_load_entry_points" not in other.stderr  # no echo of the warnings.warn call's source line
     strict = subprocess.run(["cl", "plugins", "check"], capture_output=True, text=True,
                             env={**env, "CL_STRICT_PLUGINS": "1"}, timeout=120)
     assert strict.returncode == 1

@@ -4,6 +4,9 @@ spec, and how to load; pushing points the loading example at the repository."""
 from __future__ import annotations
 
 import tomllib
+import types
+
+import torch
 
 from cl_core import modelcard
 from cl_core.runs import train
@@ -43,3 +46,37 @@ def test_save_pretrained_writes_a_card_by_default(toy_spec, toy_host, tmp_path):
     card = (folder / "README.md").read_text()
     assert "library_name: cl" in card and "No evaluators were run." in card
     assert from_pretrained(folder, host=toy_host) is not None
+
+
+def test_card_names_only_the_plugins_the_spec_uses(toy_spec, toy_host):
+    run = train(toy_spec(epochs=1)[0], host=toy_host, log=lambda m: None).run_dir
+    card = (run / "README.md").read_text()
+    needed = card.split("Needs these plugins installed: ")[1].splitlines()[0]
+    provenance = tomllib.loads((run / "spec.toml").read_text())["provenance"]
+    assert provenance["entry_points"]["toy"] and provenance["entry_points"]["core"] == "cl-core"
+    assert needed == ", ".join(f"`{d}`" for d in sorted({provenance["entry_points"][n] for n in ("core", "toy")}))
+    other = sorted(set(provenance["plugins"]) - {provenance["entry_points"][n] for n in ("core", "toy")})
+    assert all(f"`{d}`" not in needed for d in other)
+
+
+def test_model_index_leaves_out_values_that_are_not_numbers(toy_spec, toy_host):
+    from cl_core.spec import load_spec
+
+    spec = load_spec(toy_spec(epochs=1)[0], toy_host.registry())
+    header = modelcard.metadata(spec, {"a/score": 0.5, "b/undefined": float("nan")})
+    assert "      value: 0.5" in header and not any("nan" in line for line in header)
+    assert '- "b/undefined"' in header  # still listed among the metrics
+
+
+class _Noted(torch.nn.Module):
+    def usage_notes(self, role, source):
+        return [f"use {role} from {source}"]
+
+
+def test_usage_notes_speak_once_per_module_and_follow_a_push():
+    shared = _Noted()
+    pipeline = types.SimpleNamespace(encoders={"query": shared, "text": shared})
+    notes = modelcard.usage_notes(pipeline)
+    assert notes == ["use query from path/to/this/folder"]
+    card = "pipeline = from_pretrained(\"path/to/this/folder\")\n" + notes[0]
+    assert modelcard.with_source(card, "org/name").endswith("use query from org/name")

@@ -137,3 +137,10 @@ def test_spec_show_resolved_fills_defaults(toy_spec, run_cli):
     result = run_cli("spec", "show", str(path), "--resolved")
     assert result.exit_code == 0, result.output
     assert "learn_temperature = true" in result.output and "[provenance]" in result.output
+
+
+def test_spec_show_applies_set_overrides(toy_spec, run_cli):
+    path, _ = toy_spec()
+    result = run_cli("spec", "show", str(path), "--set", "trainer.lr=0.5")
+    assert result.exit_code == 0, result.output
+    assert "lr = 0.5" in result.output and "lr = 0.01" not in result.output

@@ -135,3 +135,39 @@ def test_real_sigkill_then_resume(toy_spec, tmp_path):
     w_ref, w_res = _weights(out / "clean"), _weights(out / "killed")
     for k in w_ref:
         torch.testing.assert_close(w_res[k], w_ref[k], rtol=0, atol=0)
+
+
+def test_run_files_get_the_modes_of_a_plain_write(toy_spec, toy_host):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        run_dir = train(toy_spec(epochs=1, checkpoint_every=1)[0], host=toy_host, log=lambda m: None).run_dir
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_dir.iterdir() if p.is_file()}
+    assert modes == {name: 0o644 for name in modes} and "model.safetensors" in modes  # not mkstemp's 0600
+
+
+def test_resume_refuses_a_spec_file_too_and_a_finished_run(toy_spec, toy_host):
+    path, out = toy_spec(epochs=1, name="done")
+    train(path, host=toy_host, log=lambda m: None)
+    with pytest.raises(ClError, match="not both"):
+        train(path, resume=out / "done", host=toy_host)
+    before = (out / "done" / "metrics.jsonl").read_text()
+    with pytest.raises(CheckpointError, match=r"has finished \(4 of 4 steps\).*cl eval"):
+        train(resume=out / "done", host=toy_host, log=lambda m: None)
+    assert (out / "done" / "metrics.jsonl").read_text() == before  # nothing re-run or appended
+
+
+def test_resume_with_overrides_records_them_in_the_saved_spec(toy_spec, toy_host):
+    import tomllib
+
+    path, out = toy_spec(epochs=1, name="more")
+    train(path, host=toy_host, log=lambda m: None)
+    result = train(resume=out / "more", overrides=[("trainer.epochs", 2)], host=toy_host, log=lambda m: None)
+    assert result.steps == 8
+    saved = tomllib.loads((out / "more" / "spec.toml").read_text())
+    assert saved["trainer"]["epochs"] == 2  # the spec still describes the weights
+    with pytest.raises(CheckpointError, match=r"has finished \(8 of 8 steps\)"):
+        train(resume=out / "more", host=toy_host, log=lambda m: None)

@@ -41,6 +41,25 @@ def user_errors(func):
 @click.version_option(package_name="cl-core", prog_name="cl")
 def main(traceback: bool) -> None:
     """cl: contrastive representation learning from plugins."""
+    _plain_plugin_warnings()
+
+
+def _plain_plugin_warnings() -> None:
+    """Show a plugin that failed to load as one ``warning: ...`` line, without the source line of the
+    ``warnings.warn`` call that Python's default format adds; other warnings keep that format."""
+    import warnings
+
+    from .errors import PluginLoadWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, PluginLoadWarning):
+            click.echo(click.style("warning: ", fg="yellow", bold=True) + str(message), err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _host():
@@ -117,12 +136,12 @@ def validate(files: tuple[Path, ...]) -> None:
 @SET_OPTION
 @user_errors
 def show(file: Path, resolved: bool, overrides: tuple[str, ...]) -> None:
-    """Print a spec file (with --resolved: every default filled in)."""
+    """Print a spec file (with --resolved, or with --set overrides applied: every default filled in)."""
     from .spec import dump_spec, load_spec
 
     host = _host()
     spec_obj = load_spec(file, host.registry(), overrides=_overrides(overrides))
-    if not resolved:
+    if not resolved and not overrides:
         click.echo(file.read_text(encoding="utf-8"), nl=False)
         return
     from . import provenance

@@ -8,6 +8,7 @@ The body lists the components, training facts, results, how to load the weights 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,8 +46,18 @@ def metadata(spec: PipelineSpec, results: Mapping[str, float], *, name: str = "c
                   "      type: feature-extraction", "    dataset:", f"      name: {_q(spec.data.type)}",
                   f"      type: {_q(spec.data.type)}", "    metrics:"]
         for key, value in sorted(results.items()):
-            lines += [f"    - type: {_q(key)}", f"      name: {_q(key)}", f"      value: {float(value):.6g}"]
+            if math.isfinite(float(value)):  # the Hub's model-index takes numbers only (no nan / inf)
+                lines += [f"    - type: {_q(key)}", f"      name: {_q(key)}", f"      value: {float(value):.6g}"]
     return lines
+
+
+def needed_distributions(spec: PipelineSpec, provenance: Mapping[str, Any]) -> list[str]:
+    """The distributions that provide the spec's components (by the provenance's ``entry_points`` map of
+    plugin name -> distribution); every plugin of the provenance when that map is missing (older runs)."""
+    by_entry_point = provenance.get("entry_points")
+    if not by_entry_point:
+        return sorted(provenance.get("plugins", {}))
+    return sorted({by_entry_point.get(name, name) for name in plugins_of(spec)})
 
 
 def _cell(value: float | None) -> str:
@@ -95,7 +106,7 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         parts += ["| metric | value |", "|---|---|", *[f"| {k} | {v:.4f} |" for k, v in sorted(results.items())]]
     else:
         parts.append("No evaluators were run.")
-    plugins = sorted(provenance.get("plugins", {}))
+    plugins = needed_distributions(spec, provenance)
     parts += [
         "",
         "## How to load",
@@ -122,12 +133,19 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
 
 
 def usage_notes(pipeline: Any, source: str = LOCAL_SOURCE) -> list[str]:
-    """Every encoder's :meth:`~cl_core.components.Encoder.usage_notes`, in role order."""
-    return [note for role, encoder in pipeline.encoders.items() for note in encoder.usage_notes(role, source)]
+    """Every encoder's :meth:`~cl_core.components.Encoder.usage_notes`, in role order; an encoder that serves
+    several roles (``core.shared``) speaks once, for its first role."""
+    notes, seen = [], set()
+    for role, encoder in pipeline.encoders.items():
+        if id(encoder) not in seen:
+            seen.add(id(encoder))
+            notes += encoder.usage_notes(role, source)
+    return notes
 
 
 def with_source(card: str, source: str) -> str:
-    """The card with its loading example pointed at ``source`` (``org/name`` when pushed to the Hub)."""
+    """The card with its loading examples (``from_pretrained``, ``cl pull`` and the plugins' usage notes)
+    pointed at ``source`` (``org/name`` when pushed to the Hub)."""
     card = _LOAD_LINE.sub(f'pipeline = from_pretrained("{source}")  # a folder, "org/name" or "org/name@revision"',
                           card, count=1)
-    return card.replace("`cl pull org/name DIR`", f"`cl pull {source} DIR`", 1)
+    return card.replace("`cl pull org/name DIR`", f"`cl pull {source} DIR`", 1).replace(LOCAL_SOURCE, source)

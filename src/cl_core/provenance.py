@@ -31,10 +31,14 @@ def collect(host: PluginHost) -> dict[str, Any]:
         s.distribution or s.entry_point: s.version or "unknown"
         for s in host.statuses() if s.state in ("builtin", "loaded")
     }
+    entry_points = {
+        s.entry_point: s.distribution or s.entry_point for s in host.statuses() if s.state in ("builtin", "loaded")
+    }
     info: dict[str, Any] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cl_core": plugins.get("cl-core", "unknown"),
         "plugins": plugins,
+        "entry_points": entry_points,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),

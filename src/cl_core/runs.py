@@ -90,6 +90,9 @@ def train(
     """
     host = host or default_host()
     registry = host.registry()
+    overrides = list(overrides)
+    if resume is not None and spec_path is not None:
+        raise ClError(f"give a spec file or --resume RUN, not both (a resumed run uses its own {SPEC_NAME})")
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / SPEC_NAME).is_file():
@@ -118,7 +121,14 @@ def train(
     info = provenance.collect(host)
     if resume is not None:
         trainer.resume()
+        if trainer.step >= trainer.total_steps and (run_dir / WEIGHTS_NAME).is_file():
+            raise CheckpointError(
+                f"{run_dir} has finished ({trainer.step} of {trainer.total_steps} steps): `cl eval {run_dir}` re-runs "
+                "its evaluators; to train further, resume with a larger --set trainer.epochs=N")
         log(f"resuming {run_dir} at step {trainer.step} of {trainer.total_steps}")
+        if overrides and zero:  # the saved spec must keep describing the weights
+            atomic_write_text(run_dir / SPEC_NAME, dump_spec(with_absolute_paths(spec), info))
+            log(f"{run_dir / SPEC_NAME}: updated with " + ", ".join(f"{k}={v!r}" for k, v in overrides))
     elif zero:
         run_dir.mkdir(parents=True)
         try:

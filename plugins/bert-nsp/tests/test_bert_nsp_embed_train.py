@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cl_bert_nsp.embed_testing import make_tiny_bert
-from cl_core.errors import DataError, SpecError
+from cl_core.errors import ClError, DataError, SpecError
 from cl_core.runs import format_results, train
 
 SPEC = Path(__file__).resolve().parents[3] / "specs" / "text-embed-tiny.toml"
@@ -40,6 +40,13 @@ def test_tiny_spec_trains_compares_and_exports(tmp_path):
     card = (result.run_dir / "README.md").read_text(encoding="utf-8")  # the card's own export recipe
     assert 'to_sentence_transformers("path/to/this/folder", "st-model", role="query")' in card
     out = to_sentence_transformers(result.run_dir, tmp_path / "st", role="query")
+    from cl_core.checkpoint import default_mode
+
+    assert out.stat().st_mode & 0o777 == default_mode(directory=True)  # not mkdtemp's owner-only 0700
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == default_mode()
+    assert card.count("to_sentence_transformers(") == 1  # the shared "text" role is the same module
+    with pytest.raises(ClError, match="already exists"):
+        to_sentence_transformers(tmp_path / "not-loaded", out)  # refused before loading anything
     texts = ["Paris is the capital of France.", "A cat."]
     ours = from_pretrained(result.run_dir).embed("query", texts)
     theirs = st.SentenceTransformer(str(out), device="cpu").encode(texts, convert_to_tensor=True).cpu()

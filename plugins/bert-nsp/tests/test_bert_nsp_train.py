@@ -144,3 +144,14 @@ def test_cl_train_runs_nsp_with_joint_masked_lm(tmp_path):
     assert all(abs(r["loss"] - r["pair/mlm"] - r["q2c"]) < 1e-4 for r in steps)  # loss = NSP + MLM
     result = [r["eval"] for r in lines if "eval" in r][-1]
     assert result["nsp/heldout/count"] == 30 and 0.0 <= result["nsp/heldout/accuracy"] <= 1.0
+
+    from cl_core.weights import from_pretrained
+
+    run = tmp_path / "runs" / "tiny"
+    pipeline = from_pretrained(run)
+    role = next(iter(pipeline.encoders))
+    card = (run / "README.md").read_text(encoding="utf-8")
+    assert f"pipeline.scorer.score(pipeline.embed(\"{role}\", pairs), pipeline.candidate_set().candidates())" in card
+    pairs = [("The cat sat on the mat.", "It fell asleep there."), ("Paris is in France.", "Bananas are yellow.")]
+    logits = pipeline.scorer.score(pipeline.embed(role, pairs), pipeline.candidate_set().candidates())
+    assert logits.shape == (2, 2) and torch.isfinite(logits).all()  # the card's recipe runs as written

@@ -107,6 +107,15 @@ def test_export_command_line(finished, tmp_path, capsys):
     assert "not-a-run does not exist" in capsys.readouterr().err
 
 
+def test_load_takes_a_hub_repository_id(finished, monkeypatch):
+    import cl_core.weights
+
+    asked = []
+    monkeypatch.setattr(cl_core.weights, "resolve_source", lambda ref: asked.append(ref) or finished.run_dir)
+    assert cl_word2vec.load("org/w2v@v1").words == cl_word2vec.load(finished.run_dir).words
+    assert asked == ["org/w2v@v1"]  # the local folder was not sent to the Hub
+
+
 def test_model_card_says_how_to_query_and_export_the_vectors(finished):
     card = (finished.run_dir / "README.md").read_text(encoding="utf-8")
     assert 'cl_word2vec.load("path/to/this/folder")' in card

@@ -222,6 +222,11 @@ class BertPairEncoder(Encoder):
     def hidden_size(self) -> int:
         return int(self.bert.config.hidden_size)
 
+    def usage_notes(self, role: str, source: str) -> list[str]:
+        return [f"Next-sentence prediction (role `{role}`): items are `(sentence_a, sentence_b)` pairs; "
+                f"`pipeline.scorer.score(pipeline.embed(\"{role}\", pairs), pipeline.candidate_set().candidates())` "
+                "gives BERT's NSP logits `[B, 2]` (column 0: B follows A, column 1: B is random)."]
+
     @property
     def embed_dim(self) -> int:
         return self.hidden_size + 1

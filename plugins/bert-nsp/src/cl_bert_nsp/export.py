@@ -11,11 +11,13 @@ normalisation).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from cl_core.checkpoint import default_mode
 from cl_core.errors import ClError
 
 from .embedding import SentenceEncoder
@@ -47,6 +49,13 @@ def _encoder_of(source: Any, role: str | None) -> SentenceEncoder:
     return encoder
 
 
+def _readable_as_written(folder: Path) -> None:
+    """Give ``folder`` (from ``mkdtemp``, owner-only) and everything in it the modes of a plain write."""
+    os.chmod(folder, default_mode(directory=True))
+    for path in folder.rglob("*"):
+        os.chmod(path, default_mode(directory=path.is_dir()))
+
+
 def to_sentence_transformers(source: Any, out_dir: str | Path, *, role: str | None = None,
                              overwrite: bool = False) -> Path:
     """Write a sentence-transformers folder for the sentence encoder of ``source``.
@@ -65,14 +74,15 @@ def to_sentence_transformers(source: Any, out_dir: str | Path, *, role: str | No
         ClError: no sentence encoder in ``source``, or ``out_dir`` exists and ``overwrite`` is false.
         WeightsError / SpecError / HubError: loading a folder failed (see ``from_pretrained``).
     """
-    encoder = _encoder_of(source, role)
     out = Path(out_dir)
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite:  # before loading anything
         raise ClError(f"{out} already exists; pass overwrite=True to replace it")
+    encoder = _encoder_of(source, role)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _write(encoder, tmp)
+        _readable_as_written(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -30,11 +30,13 @@ def load(run_dir: str | Path, role: str | None = None) -> WordVectors:
     """The input vectors and vocabulary of a finished run (``model.safetensors``), without the corpus.
 
     Args:
-        run_dir: a run directory or saved folder with ``spec.toml`` and ``model.safetensors``.
+        run_dir: a run directory or saved folder with ``spec.toml`` and ``model.safetensors``, or a Hub
+            repository ``org/name[@revision]`` pushed with ``cl push`` (downloaded into the Hub cache).
         role: the ``word2vec.embedding`` encoder role (default: the one the spec names).
 
     Raises:
         WeightsError: no weights, or no word2vec embedding in them.
+        HubError: a Hub repository that cannot be downloaded.
     """
     import tomllib
 
@@ -44,6 +46,12 @@ def load(run_dir: str | Path, role: str | None = None) -> WordVectors:
 
     from .vectors import WordVectors
 
+    from cl_core.hub import RepoRef
+    from cl_core.weights import resolve_source
+
+    text = str(run_dir)
+    if not Path(text).is_dir() and RepoRef.looks_like(text) and not text.startswith((".", "/", "~")):
+        run_dir = resolve_source(text)
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
     if not run_dir.is_dir():
