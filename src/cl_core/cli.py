@@ -52,6 +52,8 @@ def _plain_plugin_warnings() -> None:
     from .errors import PluginLoadWarning
 
     default = warnings.showwarning
+    if getattr(default, "plain_plugin_warnings", False):  # already installed (several commands in one process)
+        return
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
         if issubclass(category, PluginLoadWarning):
@@ -59,6 +61,7 @@ def _plain_plugin_warnings() -> None:
         else:
             default(message, category, filename, lineno, file, line)
 
+    show.plain_plugin_warnings = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 

@@ -27,13 +27,9 @@ def git_sha(cwd: str | None = None) -> str | None:
 def collect(host: PluginHost) -> dict[str, Any]:
     import torch
 
-    plugins = {
-        s.distribution or s.entry_point: s.version or "unknown"
-        for s in host.statuses() if s.state in ("builtin", "loaded")
-    }
-    entry_points = {
-        s.entry_point: s.distribution or s.entry_point for s in host.statuses() if s.state in ("builtin", "loaded")
-    }
+    active = [s for s in host.statuses() if s.state in ("builtin", "loaded")]
+    plugins = {s.distribution or s.entry_point: s.version or "unknown" for s in active}
+    entry_points = {s.entry_point: s.distribution or s.entry_point for s in active}
     info: dict[str, Any] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cl_core": plugins.get("cl-core", "unknown"),

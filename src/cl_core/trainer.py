@@ -140,8 +140,8 @@ def check_roles(pipeline: Pipeline, source: DataSource) -> None:
     """Raise :class:`~cl_core.errors.BuildError`, before anything is written, when an encoder role that
     needs raw items is not among the inputs the sampler yields from ``source`` (roles are named after them)."""
     given = pipeline.sampler.input_roles(source) if pipeline.sampler is not None else ()
-    missing = [role for role in pipeline.input_roles() if given and role not in given]
-    if missing:
+    missing = [role for role in pipeline.input_roles() if role not in given]
+    if given and missing:
         spec = pipeline.spec
         raise BuildError(
             f"encoders.{missing[0]}: no inputs for encoder role(s) {', '.join(repr(r) for r in missing)}: sampler "

@@ -102,6 +102,13 @@ def load_weights(pipeline: Pipeline, path: Path) -> None:
     pipeline.load_state_dict(saved, strict=True)
 
 
+def names_hub_repository(source: str | Path) -> bool:
+    """Whether ``source`` is shaped like ``org/name[@revision]`` and not like a local path (``./``, ``/``,
+    ``~``): what :func:`resolve_source` would fetch from the Hub when no such folder exists."""
+    text = str(source)
+    return hub.RepoRef.looks_like(text) and not text.startswith((".", "/", "~"))
+
+
 def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None,
                    endpoint: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """A local folder, or ``org/name`` / ``org/name@revision`` downloaded from the Hub into its cache.
@@ -118,7 +125,7 @@ def resolve_source(source: str | Path, *, revision: str | None = None, token: st
     if path.is_dir():
         return path
     text = str(source)
-    if not hub.RepoRef.looks_like(text) or text.startswith((".", "/", "~")):
+    if not names_hub_repository(text):
         raise WeightsError(f"{text!r} is neither a local folder nor a Hub repository id like 'org/name'")
     ref = hub.RepoRef.parse(text)
     if revision is not None:

@@ -1,7 +1,7 @@
 """attrs validators for ``Params`` fields that specs commonly need (located errors, torch-free).
 
-Path validators mark themselves (``path_field``), so a run can save its spec with absolute paths
-(:func:`absolute_paths`) and be evaluated or resumed from any working directory.
+Path validators carry the function that makes their value absolute (``absolute``), so a run can save its
+spec with absolute paths (:func:`absolute_paths`) and be evaluated or resumed from any working directory.
 """
 
 from __future__ import annotations
@@ -13,8 +13,13 @@ from typing import Any, Literal
 import attrs
 
 
+def _absolute(value: str) -> str:
+    """``value`` with ``~`` expanded, relative to the working directory."""
+    return os.path.abspath(os.path.expanduser(value))
+
+
 def _check_path(value: str, kind: str) -> str | None:
-    path = os.path.abspath(os.path.expanduser(value))
+    path = _absolute(value)
     if not os.path.exists(path):
         return f"path does not exist: {path}"
     if kind == "file" and not os.path.isfile(path):
@@ -33,7 +38,7 @@ def existing_path(kind: Literal["file", "dir", "any"] = "any"):
         if problem:
             raise ValueError(problem)
 
-    check.path_field = True  # type: ignore[attr-defined]
+    check.absolute = lambda value: None if value is None else _absolute(value)  # type: ignore[attr-defined]
     return check
 
 
@@ -45,7 +50,7 @@ def existing_paths(kind: Literal["file", "dir", "any"] = "any"):
         if problems:
             raise ValueError("; ".join(problems))
 
-    check.path_field = True  # type: ignore[attr-defined]
+    check.absolute = lambda value: tuple(_absolute(v) for v in value)  # type: ignore[attr-defined]
     return check
 
 
@@ -65,19 +70,19 @@ def folder_or_hub_id(*aliases: str):
     anything is built. Existing folders are saved absolute in a run's ``spec.toml``, aliases and ids as given.
     """
 
+    def names_folder(value: str | None) -> bool:
+        return value is not None and value not in aliases and os.path.isdir(_absolute(value))
+
     def check(_: Any, __: Any, value: str | None) -> None:
-        if value is None or value in aliases:
+        if value is None or value in aliases or names_folder(value):
             return
-        path = os.path.abspath(os.path.expanduser(value))
-        if os.path.isdir(path):
-            return
+        path = _absolute(value)
         if os.path.exists(path):
             raise ValueError(f"expected a folder, found a file: {path}")
         if not could_be_hub_id(value):
             raise ValueError(f"folder does not exist: {path}")
 
-    check.path_field = "if-exists"  # type: ignore[attr-defined]
-    check.aliases = aliases  # type: ignore[attr-defined]
+    check.absolute = lambda value: _absolute(value) if names_folder(value) else value  # type: ignore[attr-defined]
     return check
 
 
@@ -87,15 +92,7 @@ def absolute_paths(params: Any) -> Any:
     other fields unchanged."""
     changes: dict[str, Any] = {}
     for f in attrs.fields(type(params)):
-        if not getattr(f.validator, "path_field", False) or not f.init:
-            continue
-        value = getattr(params, f.name)
-        if f.validator.path_field == "if-exists":  # type: ignore[union-attr]
-            if isinstance(value, str) and value not in f.validator.aliases and os.path.isdir(  # type: ignore[union-attr]
-                    os.path.expanduser(value)):
-                changes[f.name] = os.path.abspath(os.path.expanduser(value))
-        elif isinstance(value, str):
-            changes[f.name] = os.path.abspath(os.path.expanduser(value))
-        elif isinstance(value, tuple):
-            changes[f.name] = tuple(os.path.abspath(os.path.expanduser(v)) for v in value)
+        absolute = getattr(f.validator, "absolute", None)
+        if absolute is not None and f.init:
+            changes[f.name] = absolute(getattr(params, f.name))
     return attrs.evolve(params, **changes) if changes else params

@@ -46,12 +46,10 @@ def load(run_dir: str | Path, role: str | None = None) -> WordVectors:
 
     from .vectors import WordVectors
 
-    from cl_core.hub import RepoRef
-    from cl_core.weights import resolve_source
+    from cl_core.weights import names_hub_repository, resolve_source
 
-    text = str(run_dir)
-    if not Path(text).is_dir() and RepoRef.looks_like(text) and not text.startswith((".", "/", "~")):
-        run_dir = resolve_source(text)
+    if not Path(run_dir).is_dir() and names_hub_repository(run_dir):
+        run_dir = resolve_source(str(run_dir))
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
     if not run_dir.is_dir():

@@ -287,6 +287,7 @@ class Word2VecSGD(TrainingLoop):
         total = int(self.cum_table[-1])
         log_kpn = torch.from_numpy(self.log_kpn).to(dev, syn0.dtype)
         k, window = s.negative, s.window
+        cbow_mean = getattr(s, "cbow_mean", True)  # skip-gram params have none
         loss_sum, terms, effective = 0.0, 0, 0
         chunk = 1 << 21
         kept_total = max(1, d.ids.shape[0])
@@ -323,7 +324,7 @@ class Word2VecSGD(TrainingLoop):
                 cand = torch.cat([pos[:, None], noise], 1)
                 value = sgd_step(syn0, syn1, inp[b0:b1], cand, alpha, self.pipeline.loss, self.loss_kind, log_kpn,
                                  Targets, NoiseTargets, context_mask=None if mask is None else mask[b0:b1],
-                                 cbow_mean=getattr(s, "cbow_mean", True))
+                                 cbow_mean=cbow_mean)
                 if p.compute_loss:
                     loss_sum += float(value) * (b1 - b0)
                     terms += (b1 - b0) * (k + 1)
