@@ -84,6 +84,37 @@ def test_prompt_ensemble_is_normalised_mean_of_normalised_embeddings():
     torch.testing.assert_close(w, torch.tensor([[s, s, 0.0], [0.0, 0.0, 1.0]]))
 
 
+def test_class_descriptions_join_the_prompt_average():
+    # cat: name prompts [1,0,0] (x2 templates) + description "cat, pet" prompts [0,1,0] (x2) -> (2,2,0)/|.|;
+    # dog has no description: its name alone
+    text = {"a cat": [3, 0, 0], "b cat": [1, 0, 0], "a cat, pet": [0, 5, 0], "b cat, pet": [0, 1, 0],
+            "a dog": [0, 0, 2], "b dog": [0, 0, 1]}
+    zs = ZeroShotEvaluator(P.ZeroShotParams(prompts=("a {}", "b {}"), descriptions=True))
+    w = zs.class_embeddings(FakePipeline([[1, 0, 0]], text), ["cat", "dog"], descriptions=[("cat, pet",), ()])
+    s = 1 / math.sqrt(2)
+    torch.testing.assert_close(w, torch.tensor([[s, s, 0.0], [0.0, 0.0, 1.0]]))
+
+
+def test_zero_shot_descriptions_change_the_ranking_and_names_are_kept_on_record():
+    # The names point the wrong way; with the (unit-normalised) descriptions, class x averages
+    # (0,1) + (1,0) + (1,0) -> along (2,1) and class y along (1,2), so both images are classified right.
+    text = {"x": [0, 1], "y": [1, 0], "x, first": [4, 0], "x, one": [9, 0], "y, second": [0, 4], "y, two": [0, 1]}
+
+    class Described(Source):
+        class_descriptions = [("x, first", "x, one"), ("y, second", "y, two")]
+
+    params = P.ZeroShotParams(prompts=("{}",), descriptions=True, top_k=(1,))
+    src = Described([image(0), image(1)], ["x", "y"], [0, 1], ["x", "y"])
+    m = ZeroShotEvaluator(params).evaluate(FakePipeline([[1, 0], [0, 1]], text), Data(test=src), CTX)
+    assert m["zero-shot/test/top1"] == pytest.approx(1.0)
+    assert m["zero-shot/test/names/top1"] == pytest.approx(0.0)  # names alone: both wrong
+    # Data without descriptions: a warning, names only, and no names/ keys.
+    plain = Source([image(0), image(1)], ["x", "y"], [0, 1], ["x", "y"])
+    with pytest.warns(UserWarning, match="no class_descriptions"):
+        m2 = ZeroShotEvaluator(params).evaluate(FakePipeline([[1, 0], [0, 1]], text), Data(test=plain), CTX)
+    assert m2["zero-shot/test/top1"] == pytest.approx(0.0) and not any("/names/" in k for k in m2)
+
+
 def test_zero_shot_top1_top5_and_chance_by_hand():
     # 6 classes on the axes of R^6 (one template), images point at known classes
     names = [f"c{i}" for i in range(6)]

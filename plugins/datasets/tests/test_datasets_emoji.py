@@ -156,6 +156,19 @@ def test_heldout_splits_share_class_names_and_labels_index_them(ds):
     assert om.meta["concept"].tolist() == noto.meta["concept"].tolist()
 
 
+def test_class_descriptions_describe_each_class_and_stay_out_of_training():
+    ds = build_emoji(emoji_fixture_params(descriptions=("annotation", "annotation_subgroup", "subgroup")))
+    om, noto, train = ds.splits()["heldout-openmoji"], ds.splits()["heldout-noto"], ds.splits()["train"]
+    assert om.class_descriptions == noto.class_descriptions
+    assert len(om.class_descriptions) == len(om.class_names)
+    assert len(train.class_descriptions) == len(train.class_names)
+    for concept, described in zip(ds.heldout_concepts, om.class_descriptions):
+        # the bare annotation is the class name already, so it is not repeated as a description
+        assert described == (f"{concept.annotation}, {concept.subgroup}", concept.subgroup)
+    held = {t for d in om.class_descriptions for t in d if "," in t}
+    assert held and not held & set(train.texts)  # descriptions are classifier text, not training captions
+
+
 def test_train_has_both_styles_and_labels_name_the_concept(ds):
     train = ds.splits()["train"]
     styles = train.meta["style"].tolist()
@@ -283,13 +296,14 @@ def test_malformed_metadata_is_a_data_error(tmp_path):
 
 
 def test_combined_captions_and_templates():
-    from cl_datasets.emoji_meta import Concept, captions_of
+    from cl_datasets.emoji_meta import Concept, captions_of, descriptions_of
 
     c = Concept(hexcode="1F600", annotation="grinning face", tags="face, grin", openmoji_tags="smile, grin",
                 subgroup="face smiling", group="smileys-emotion")
     assert captions_of(c, ("annotation_tags", "annotation_subgroup")) == [
         "grinning face: face, grin, smile", "grinning face, face smiling"]
     assert captions_of(c, ("annotation",), ("{}", "an emoji of {}")) == ["grinning face", "an emoji of grinning face"]
+    assert descriptions_of(c, ("annotation", "annotation_subgroup")) == ("grinning face, face smiling",)
 
 
 def test_templated_captions_expand_training_examples():

@@ -16,6 +16,10 @@ class DataSource(abc.ABC):
         fields: names of the fields each example has (e.g. ``("image", "text")``).
         labels: ``[len]`` int64 concept labels, or None.
         class_names: label -> human-readable class name (for zero-shot), or None.
+        class_descriptions: label -> further texts that describe the class (synonyms, keywords, its
+            category), or None. Zero-shot classifiers may embed them next to the name (class
+            descriptions as in Menon & Vondrick, 2023, "Visual Classification via Description from Large
+            Language Models"). When set, it has one entry per class name; an entry may be empty.
         groups: ``[len]`` int64 index of the dataset each example comes from, when the source joins several
             (samplers with ``mix`` keep each batch within one group), or None.
         group_names: group index -> dataset name, or None.
@@ -24,6 +28,7 @@ class DataSource(abc.ABC):
     fields: tuple[str, ...] = ()
     labels: np.ndarray | None = None
     class_names: Sequence[str] | None = None
+    class_descriptions: Sequence[Sequence[str]] | None = None
     groups: np.ndarray | None = None
     group_names: Sequence[str] | None = None
 

@@ -371,6 +371,10 @@ class DatasetContract(ComponentContract):
                 assert len(source.labels) == len(source)
                 if source.class_names is not None:
                     assert int(source.labels.max()) < len(source.class_names)
+            if source.class_descriptions is not None:
+                assert source.class_names is not None, "class_descriptions without class_names"
+                assert len(source.class_descriptions) == len(source.class_names)
+                assert all(isinstance(t, str) and t for entry in source.class_descriptions for t in entry)
 
 
 class EvaluatorContract(ComponentContract):

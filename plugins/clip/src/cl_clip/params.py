@@ -262,6 +262,10 @@ class ZeroShotParams:
         examples: example images drawn per split into ``zero-shot-<split>.png`` (0: no plot).
         classes: candidate classes: ``"split"`` = the labels present in the split (chance = 1 / that
             count); ``"all"`` = every entry of the split's ``class_names``.
+        descriptions: also put each class's ``class_descriptions`` from the data through the templates
+            into its average (class descriptions, Menon & Vondrick, 2023); the names-only accuracies are
+            then reported as ``zero-shot/<split>/names/top<k>``. A split without descriptions warns and
+            uses the names alone.
     """
 
     prompts: tuple[str, ...] = field(default=("an emoji of {}", "a picture of {}", "{}"), validator=_templates)
@@ -271,6 +275,7 @@ class ZeroShotParams:
     top_k: tuple[int, ...] = field(default=(1, 5), validator=_positive_ints)
     examples: int = field(default=8, validator=validators.ge(0))
     classes: Literal["split", "all"] = "split"
+    descriptions: bool = False
 
 
 @frozen(kw_only=True)

@@ -5,12 +5,19 @@ L2-normalised, the template embeddings of a class are averaged and the mean re-n
 notebook and CLIP_benchmark's ``zero_shot_classifier``). An image's logits are the cosine similarities
 of its normalised embedding with these class embeddings; the predicted class is the arg-max.
 
+With ``descriptions = true`` the split's ``class_descriptions`` (further texts per class, e.g. "carrot,
+food vegetable") go through the same templates and join the class's average, as class descriptions do
+in Menon & Vondrick (2023, "Visual Classification via Description from Large Language Models") and
+CuPL (Pratt et al., 2023). Only class texts change; the images and the model are the same.
+
 Metrics per split (every split but ``"train"`` by default):
 
 * ``zero-shot/<split>/top<k>``: fraction of images whose class ranks within the first k (ties count
   against the model, see :mod:`cl_clip.ranking`); k >= number of classes gives 1.
 * ``zero-shot/<split>/balanced_top1``: top-1 averaged per class (CLIP_benchmark's mean per-class recall).
 * ``zero-shot/<split>/chance``: 1 / number of candidate classes.
+* ``zero-shot/<split>/names/top<k>``: with ``descriptions = true``, the same accuracies with class names
+  alone, so the effect of the descriptions is on record.
 
 With a plots folder it also writes ``zero-shot-<split>.png``: example images with their five most
 probable classes (probabilities = softmax of the scorer's logit scale times the cosines; scale 100
@@ -42,16 +49,21 @@ class ZeroShotEvaluator(Evaluator):
         self.params = params
 
     @torch.no_grad()
-    def class_embeddings(self, pipeline: Any, names: list[str], batch_size: int = 256) -> Tensor:
-        """``[C, N]`` unit-norm class embeddings: normalised mean of normalised per-template embeddings."""
-        prompts = self.params.prompts
-        texts = [template.format(name) for name in names for template in prompts]
-        emb = pipeline.embed(self.params.text_role, texts, batch_size=batch_size).float()
-        emb = F.normalize(emb.view(len(names), len(prompts), -1), dim=-1).mean(dim=1)
-        return F.normalize(emb, dim=-1)
+    def class_embeddings(self, pipeline: Any, names: list[str], batch_size: int = 256,
+                         descriptions: list[tuple[str, ...]] | None = None) -> Tensor:
+        """``[C, N]`` unit-norm class embeddings: the normalised mean of the normalised embeddings of every
+        template applied to the class name and, when ``descriptions`` is given (one tuple per class), to
+        each of the class's descriptions."""
+        phrases = [(name, *(descriptions[c] if descriptions is not None else ())) for c, name in enumerate(names)]
+        texts = [template.format(phrase) for group in phrases for phrase in group for template in self.params.prompts]
+        owner = torch.repeat_interleave(torch.tensor([len(group) * len(self.params.prompts) for group in phrases]))
+        emb = F.normalize(pipeline.embed(self.params.text_role, texts, batch_size=batch_size).float(), dim=-1)
+        total = torch.zeros(len(names), emb.shape[1]).index_add_(0, owner, emb)
+        return F.normalize(total, dim=-1)  # normalising the sum is normalising the mean
 
-    def _classes(self, split: str, source: DataSource) -> tuple[list[str], np.ndarray] | None:
-        """(candidate class names, target column per example), or None to skip the split."""
+    def _classes(self, split: str, source: DataSource) -> tuple[list[str], list | None, np.ndarray] | None:
+        """(candidate class names, their descriptions when asked for, target column per example), or None
+        to skip the split."""
         if source.labels is None or source.class_names is None:
             message = f"zero-shot: split {split!r} has no labels or class names"
             if self.params.splits is not None:
@@ -68,7 +80,14 @@ class ZeroShotEvaluator(Evaluator):
         else:
             class_ids = np.arange(n_names)
             target = labels
-        return [str(source.class_names[c]) for c in class_ids], target
+        descriptions = None
+        if self.params.descriptions:
+            if source.class_descriptions is None:
+                warnings.warn(f"zero-shot: split {split!r} has no class_descriptions; class names only",
+                              stacklevel=3)
+            else:
+                descriptions = [tuple(source.class_descriptions[c]) for c in class_ids]
+        return [str(source.class_names[c]) for c in class_ids], descriptions, target
 
     def evaluate(self, pipeline: Any, dataset: Dataset, ctx: EvalContext) -> dict[str, float]:
         p = self.params
@@ -80,8 +99,8 @@ class ZeroShotEvaluator(Evaluator):
             classes = self._classes(split, source)
             if classes is None:
                 continue
-            names, target = classes
-            weights = self.class_embeddings(pipeline, names, ctx.batch_size)
+            names, descriptions, target = classes
+            weights = self.class_embeddings(pipeline, names, ctx.batch_size, descriptions)
             images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
             logits = images @ weights.t()  # [n, C] cosine similarities
             target_t = torch.from_numpy(target)
@@ -96,6 +115,10 @@ class ZeroShotEvaluator(Evaluator):
             present = counts > 0
             metrics[f"{prefix}/balanced_top1"] = float((hits[present] / counts[present]).mean())
             metrics[f"{prefix}/chance"] = 1.0 / len(names)
+            if descriptions is not None:
+                name_rank = ranks(images @ self.class_embeddings(pipeline, names, ctx.batch_size).t(), correct)
+                for k in p.top_k:
+                    metrics[f"{prefix}/names/top{k}"] = hit_rate(name_rank, k)
             if ctx.plots_dir is not None and p.examples > 0:
                 self._plot(pipeline, split, source, logits, target, names, ctx)
         return metrics

@@ -22,6 +22,8 @@ Splits:
   all requested styles (:func:`cl_datasets.splits.choose_holdout`, seeded by ``split_seed``); neither their
   images nor their annotations appear in "train" (a training caption equal to a held-out annotation is
   dropped). With ``holdout = 0`` there are no held-out splits.
+- Every split's ``class_descriptions`` hold each class's ``descriptions`` texts (default "<annotation>,
+  <subgroup>"), for zero-shot classifiers that embed class descriptions; they are never training text.
 
 Images are rendered/decoded once at build time (about 2-3 s for everything at 64 px) and kept in memory as
 one uint8 array (``concepts x styles x image_size^2 x 3`` bytes: ~53 MB at 64 px).
@@ -40,7 +42,7 @@ from cl_core.components import Dataset, DataSource
 from cl_core.errors import DataError, indented_list
 
 from .emoji_images import draw_all, load_noto, noto_index
-from .emoji_meta import Concept, captions_of, load_concepts
+from .emoji_meta import Concept, captions_of, descriptions_of, load_concepts
 from .params import EmojiParams
 from .sources import ImageTextSource
 from .splits import choose_holdout, seeded_order
@@ -143,17 +145,21 @@ class EmojiDataset(Dataset):
         split_map: dict[str, DataSource] = {
             "train": ImageTextSource(images, np.array(img_idx), texts, np.array(labels),
                                      [c.annotation for c in self.train_concepts],
-                                     meta={"style": np.array(ex_style), "concept": np.array(ex_concept)}),
+                                     meta={"style": np.array(ex_style), "concept": np.array(ex_concept)},
+                                     class_descriptions=[descriptions_of(c, params.descriptions)
+                                                         for c in self.train_concepts]),
         }
         # -- one evaluation split per style, same concept order ------------------------------------------
         if self.heldout_concepts:
             names = [c.annotation for c in self.heldout_concepts]
+            described = [descriptions_of(c, params.descriptions) for c in self.heldout_concepts]
             for style in styles:
                 split_map[f"heldout-{style}"] = ImageTextSource(
                     images, np.array([row_of[(c.hexcode, style)] for c in self.heldout_concepts]), names,
                     np.arange(len(names)), names,
                     meta={"style": np.array([style] * len(names)),
                           "concept": np.array([c.hexcode for c in self.heldout_concepts])},
+                    class_descriptions=described,
                 )
         self._splits = split_map
         self.build_seconds = time.perf_counter() - start

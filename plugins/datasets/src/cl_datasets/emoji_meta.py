@@ -109,6 +109,12 @@ def captions_of(concept: Concept, kinds: Sequence[str], templates: Sequence[str]
     return out
 
 
+def descriptions_of(concept: Concept, kinds: Sequence[str]) -> tuple[str, ...]:
+    """Texts describing ``concept`` to a zero-shot classifier: its captions of ``kinds`` (no template),
+    without the bare annotation, which the classifier has as the class name already."""
+    return tuple(t for t in captions_of(concept, kinds) if t != concept.annotation)
+
+
 def load_concepts(path: str | Path) -> list[Concept]:
     """Read ``openmoji.json`` and return the concepts (module rules) in file order.
 

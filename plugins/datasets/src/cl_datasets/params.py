@@ -65,6 +65,12 @@ class EmojiParams:
         templates: each caption is also written through each of these templates (one ``{}`` each), e.g.
             ``["{}", "an emoji of {}"]``; default ``["{}"]`` (the caption as is). Zero-shot evaluation
             prompts the class names the same way, so training on templated captions matches it.
+        descriptions: which texts describe each class to a zero-shot classifier (``class_descriptions``
+            of every split; ``clip.zero-shot`` uses them with ``descriptions = true``): any of the
+            ``captions`` kinds; texts equal to the annotation itself are left out. Default
+            ``["annotation_subgroup"]`` ("<annotation>, <subgroup>", e.g. "carrot, food vegetable").
+            These texts are class metadata for the classifier, not training captions: a held-out
+            concept's descriptions never reach "train".
         max_concepts: keep only the first N concepts (>= 2) of a seeded shuffle (smoke runs, tests);
             None keeps all (~2,445).
         skip_bad: drop images that cannot be drawn or read (blank glyph, corrupt PNG) and count them in
@@ -83,6 +89,9 @@ class EmojiParams:
         Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"], ...
     ] = field(default=("annotation",), validator=_choices(EMOJI_CAPTIONS))
     templates: tuple[str, ...] = field(default=("{}",), validator=_templates)
+    descriptions: tuple[
+        Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"], ...
+    ] = field(default=("annotation_subgroup",), validator=_choices(EMOJI_CAPTIONS))
     max_concepts: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
     skip_bad: bool = False
     openmoji_json: str | None = field(default=None, validator=existing_path("file"))

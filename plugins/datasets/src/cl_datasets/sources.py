@@ -21,6 +21,8 @@ class ImageTextSource(DataSource):
         labels: ``[N]`` int64 labels indexing ``class_names`` (or group ids when class_names is None).
         class_names: label -> name, or None.
         meta: optional per-example ``[N]`` arrays (e.g. ``style``, ``concept``) for inspection and tests.
+        class_descriptions: per class name, further texts describing the class (see
+            :class:`cl_core.components.DataSource`), or None.
 
     ``get`` returns fresh PIL images (copies), so callers may modify them freely.
     """
@@ -35,6 +37,7 @@ class ImageTextSource(DataSource):
         labels: np.ndarray,
         class_names: Sequence[str] | None,
         meta: Mapping[str, np.ndarray] | None = None,
+        class_descriptions: Sequence[Sequence[str]] | None = None,
     ) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
             raise ValueError(f"images must be a uint8 [M, H, W, 3] array, got {images.dtype} {images.shape}")
@@ -53,6 +56,9 @@ class ImageTextSource(DataSource):
         self.texts = list(texts)
         self.labels = labels
         self.class_names = None if class_names is None else list(class_names)
+        if class_descriptions is not None and (class_names is None or len(class_descriptions) != len(class_names)):
+            raise ValueError("class_descriptions needs one entry per class name")
+        self.class_descriptions = None if class_descriptions is None else [tuple(d) for d in class_descriptions]
         self.meta = {k: np.asarray(v) for k, v in (meta or {}).items()}
         for key, value in self.meta.items():
             if len(value) != n:
