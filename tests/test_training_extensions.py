@@ -311,6 +311,22 @@ def test_a_shared_encoder_is_the_same_module_under_both_roles(toy_spec, toy_host
         build_pipeline(load_spec(path, registry), registry)
 
 
+def test_a_factorys_own_error_is_located_by_the_components_spec_path(toy_spec, toy_host, monkeypatch):
+    from cl_core.build import build_pipeline
+
+    path, _ = toy_spec()
+    registry = toy_host.registry()
+    spec = load_spec(path, registry)
+
+    def failing(params, ctx):
+        raise DataError("cannot read /data/x.jsonl line 3")
+
+    info = registry.get("dataset", "toy.pairs").info
+    monkeypatch.setattr(type(info), "load_factory", lambda self: failing)
+    with pytest.raises(DataError, match=r"^data \(toy\.pairs\): cannot read /data/x\.jsonl line 3$"):
+        build_pipeline(spec, registry)
+
+
 def test_eval_of_a_missing_or_unfinished_run_is_a_clear_error(tmp_path, toy_host):
     from cl_core.errors import CheckpointError
     from cl_core.runs import evaluate_run

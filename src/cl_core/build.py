@@ -14,7 +14,7 @@ import torch
 from attrs import evolve, frozen
 
 from .components import Dataset, Decoder, Encoder, Evaluator, Loss, Sampler, Scorer, TrainContext, TrainingLoop
-from .errors import BuildError, ClError
+from .errors import BuildError, ClError, SpecError
 from .pipeline import Pipeline
 from .registry import Registry
 from .spec import ComponentRef, PipelineSpec
@@ -45,14 +45,24 @@ class BuildContext:
     scorer: Scorer | None = None
 
 
+def _located(exc: ClError, path: str, type_name: str) -> ClError:
+    """``exc`` with its message prefixed by the spec path of the component whose factory raised it (a
+    factory knows its params, not where they stand in the spec), unless the message starts with it."""
+    if path and exc.args and isinstance(exc.args[0], str) and not exc.args[0].startswith((path, f"building {path}")):
+        exc.args = (f"{path} ({type_name}): {exc.args[0]}", *exc.args[1:])
+    return exc
+
+
 def _build(registry: Registry, ref: ComponentRef, ctx: Any, expected: type, path: str | None = None) -> Any:
     entry = registry.get(ref.kind, ref.type)
     path = path if path is not None else ctx.path
     provider = f"{ref.type} from {entry.distribution or entry.plugin}"
     try:
         component = entry.info.load_factory()(ref.params, ctx)
-    except ClError:
+    except SpecError:
         raise
+    except ClError as exc:
+        raise _located(exc, path, ref.type)
     except Exception as exc:
         raise BuildError(f"building {path} ({provider}) failed:\n  {type(exc).__name__}: {exc}") from exc
     if not isinstance(component, expected):

@@ -58,7 +58,7 @@ class ZeroShotEvaluator(Evaluator):
         texts = [template.format(phrase) for group in phrases for phrase in group for template in self.params.prompts]
         owner = torch.repeat_interleave(torch.tensor([len(group) * len(self.params.prompts) for group in phrases]))
         emb = F.normalize(pipeline.embed(self.params.text_role, texts, batch_size=batch_size).float(), dim=-1)
-        total = torch.zeros(len(names), emb.shape[1]).index_add_(0, owner, emb)
+        total = emb.new_zeros(len(names), emb.shape[1]).index_add_(0, owner.to(emb.device), emb)
         return F.normalize(total, dim=-1)  # normalising the sum is normalising the mean
 
     def _classes(self, split: str, source: DataSource) -> tuple[list[str], list | None, np.ndarray] | None:
