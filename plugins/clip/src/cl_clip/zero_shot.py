@@ -48,18 +48,27 @@ class ZeroShotEvaluator(Evaluator):
     def __init__(self, params: ZeroShotParams) -> None:
         self.params = params
 
-    @torch.no_grad()
     def class_embeddings(self, pipeline: Any, names: list[str], batch_size: int = 256,
                          descriptions: list[tuple[str, ...]] | None = None) -> Tensor:
         """``[C, N]`` unit-norm class embeddings: the normalised mean of the normalised embeddings of every
         template applied to the class name and, when ``descriptions`` is given (one tuple per class), to
         each of the class's descriptions."""
-        phrases = [(name, *(descriptions[c] if descriptions is not None else ())) for c, name in enumerate(names)]
-        texts = [template.format(phrase) for group in phrases for phrase in group for template in self.params.prompts]
-        owner = torch.repeat_interleave(torch.tensor([len(group) * len(self.params.prompts) for group in phrases]))
+        return F.normalize(self._prompt_sums(pipeline, names, batch_size, descriptions).sum(dim=0), dim=-1)
+
+    @torch.no_grad()
+    def _prompt_sums(self, pipeline: Any, names: list[str], batch_size: int,
+                     descriptions: list[tuple[str, ...]] | None) -> Tensor:
+        """``[2, C, N]``: per class, the sum of the normalised embeddings of its templated name (row 0) and
+        of its templated descriptions (row 1; zero without any). Normalising a sum normalises the mean, so
+        row 0 gives the names-only classifier and the sum of both rows the described one, from one pass."""
+        prompts = self.params.prompts
+        groups = [(name, *(descriptions[c] if descriptions is not None else ())) for c, name in enumerate(names)]
+        texts = [template.format(phrase) for group in groups for phrase in group for template in prompts]
+        # the sum each text adds to: class c's name prompts -> c, its description prompts -> C + c
+        slot = [c + (len(names) if i else 0) for c, group in enumerate(groups) for i in range(len(group)) for _ in prompts]
         emb = F.normalize(pipeline.embed(self.params.text_role, texts, batch_size=batch_size).float(), dim=-1)
-        total = emb.new_zeros(len(names), emb.shape[1]).index_add_(0, owner.to(emb.device), emb)
-        return F.normalize(total, dim=-1)  # normalising the sum is normalising the mean
+        total = emb.new_zeros(2 * len(names), emb.shape[1])
+        return total.index_add_(0, torch.tensor(slot, device=emb.device), emb).view(2, len(names), -1)
 
     def _classes(self, split: str, source: DataSource) -> tuple[list[str], list | None, np.ndarray] | None:
         """(candidate class names, their descriptions when asked for, target column per example), or None
@@ -100,7 +109,8 @@ class ZeroShotEvaluator(Evaluator):
             if classes is None:
                 continue
             names, descriptions, target = classes
-            weights = self.class_embeddings(pipeline, names, ctx.batch_size, descriptions)
+            sums = self._prompt_sums(pipeline, names, ctx.batch_size, descriptions)
+            weights = F.normalize(sums.sum(dim=0), dim=-1)
             images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
             logits = images @ weights.t()  # [n, C] cosine similarities
             target_t = torch.from_numpy(target)
@@ -116,7 +126,7 @@ class ZeroShotEvaluator(Evaluator):
             metrics[f"{prefix}/balanced_top1"] = float((hits[present] / counts[present]).mean())
             metrics[f"{prefix}/chance"] = 1.0 / len(names)
             if descriptions is not None:
-                name_rank = ranks(images @ self.class_embeddings(pipeline, names, ctx.batch_size).t(), correct)
+                name_rank = ranks(images @ F.normalize(sums[0], dim=-1).t(), correct)
                 for k in p.top_k:
                     metrics[f"{prefix}/names/top{k}"] = hit_rate(name_rank, k)
             if ctx.plots_dir is not None and p.examples > 0:
