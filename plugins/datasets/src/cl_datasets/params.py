@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from attrs import field, frozen, validators
 
 from cl_core.spec.validators import existing_path, existing_paths
 
 EMOJI_STYLES = ("openmoji", "noto")
-EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup")
+#: One caption kind: the type of the ``captions`` and ``descriptions`` entries.
+EmojiCaption = Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"]
+EMOJI_CAPTIONS: tuple[str, ...] = get_args(EmojiCaption)
 
 
 def _unit_interval(_: Any, attribute: Any, value: float) -> None:
@@ -85,13 +87,9 @@ class EmojiParams:
     holdout: float = field(default=0.2, validator=_unit_interval)
     split_seed: int = 0
     image_size: int = field(default=64, validator=validators.ge(8))
-    captions: tuple[
-        Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"], ...
-    ] = field(default=("annotation",), validator=_choices(EMOJI_CAPTIONS))
+    captions: tuple[EmojiCaption, ...] = field(default=("annotation",), validator=_choices(EMOJI_CAPTIONS))
     templates: tuple[str, ...] = field(default=("{}",), validator=_templates)
-    descriptions: tuple[
-        Literal["annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup"], ...
-    ] = field(default=("annotation_subgroup",), validator=_choices(EMOJI_CAPTIONS))
+    descriptions: tuple[EmojiCaption, ...] = field(default=("annotation_subgroup",), validator=_choices(EMOJI_CAPTIONS))
     max_concepts: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
     skip_bad: bool = False
     openmoji_json: str | None = field(default=None, validator=existing_path("file"))
