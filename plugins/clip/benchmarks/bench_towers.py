@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cl_clip import params as P
-from cl_clip.efficientnet import EfficientNetLite0
+from cl_clip.efficientnet import EfficientNetLite
 from cl_clip.minilm import MiniLM
 from cl_clip.resnet import ModifiedResNet
 from cl_clip.text import TextTransformer
@@ -71,7 +71,7 @@ def main() -> None:
         ("clip.vit ... with augment = true",
          lambda: ViT(P.ViTParams(image_size=64, width=192, layers=6, patch=8, augment=True)), "image"),
         ("clip.resnet (1,1,1,1) width 32", lambda: ModifiedResNet(P.ResNetParams(image_size=64)), "image"),
-        ("clip.efficientnet frozen", lambda: EfficientNetLite0(P.EfficientNetParams(image_size=64)), "image"),
+        ("clip.efficientnet frozen", lambda: EfficientNetLite(P.EfficientNetParams(image_size=64)), "image"),
         ("clip.text-transformer 256 x 4", lambda: TextTransformer(P.TextTransformerParams()), "text"),
         ("clip.minilm frozen", lambda: MiniLM(P.MiniLMParams()), "text"),
         ("clip.minilm top 2 layers trainable", lambda: MiniLM(P.MiniLMParams(trainable_layers=2)), "text"),

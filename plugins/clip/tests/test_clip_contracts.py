@@ -65,6 +65,16 @@ class TestEfficientNet(_Images, EncoderContract):
         return P.EfficientNetParams(image_size=32, embed_dim=16, pretrained=False)
 
 
+class TestEfficientNetEnsemble(_Images, EncoderContract):
+    name = "clip.efficientnet-ensemble"
+
+    @pytest.fixture
+    def params(self):
+        return P.EfficientNetEnsembleParams(
+            trunks=(P.EfficientNetTrunk(image_size=32), P.EfficientNetTrunk(variant="lite2", image_size=32)),
+            embed_dim=16, pretrained=False, flip=True)
+
+
 class TestTextTransformer(_Texts, EncoderContract):
     name = "clip.text-transformer"
 

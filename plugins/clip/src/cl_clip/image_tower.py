@@ -10,16 +10,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import ImageAugment
-from .preprocess import prepare_images
+from .preprocess import normalize_pixels, prepare_images
 from .tower import Tower
 
 
 class ImageTower(Tower):
     """A :class:`Tower` whose inputs are images.
 
-    ``prepare`` gives ``{"pixels": [B, 3, S, S] float32}`` (normalised; plus ``"key"`` when the frozen
-    trunk's feature cache is on). In training mode with ``augment``, :meth:`pixels` augments on the
-    device before the trunk (see :mod:`cl_clip.augment`).
+    ``prepare`` gives ``{"pixels": [B, 3, S, S] uint8}`` (plus ``"key"`` when the frozen trunk's feature
+    cache is on); :meth:`pixels` normalises them on the device (float pixels are taken as normalised
+    already) and, in training mode with ``augment``, augments them (see :mod:`cl_clip.augment`).
 
     Args:
         trunk, feature_dim, embed_dim, freeze, cache_features, proj_bias: see :class:`Tower`.
@@ -72,16 +72,17 @@ class ImageTower(Tower):
             super()._encode(_mirrored(inputs, everything)), dim=-1)
 
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
-        """PIL images or uint8 ``[H, W, 3]`` arrays -> ``{"pixels": [B, 3, S, S]}`` (see :mod:`.preprocess`)."""
-        return prepare_images(items, self.image_size, self.mean, self.std, with_keys=self.wants_keys)
+        """PIL images or uint8 ``[H, W, 3]`` arrays -> ``{"pixels": [B, 3, S, S] uint8}`` (see :mod:`.preprocess`)."""
+        return prepare_images(items, self.image_size, with_keys=self.wants_keys)
 
     def pixels(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        """The (augmented, in training) pixel batch; raises ValueError on a wrong shape."""
+        """The normalised (and, in training, augmented) float pixel batch; raises ValueError on a wrong shape."""
         x = inputs["pixels"]
         expected = (3, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             s = self.image_size
             raise ValueError(f"pixels must have shape [B, 3, {s}, {s}], got {list(x.shape)}")
+        x = normalize_pixels(x, self.mean, self.std)
         if self.augmenting and self.augmenter is not None:
             x = self.augmenter(x)
         return x

