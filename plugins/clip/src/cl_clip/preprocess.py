@@ -8,9 +8,10 @@ expose whatever colour the transparent pixels happen to store (often black).
 
 The data path stops at uint8 (:func:`prepare_images`); :func:`normalize_pixels` runs in the tower, on
 the device. A uint8 batch is a quarter of the float one to build and to move to a GPU, and rows that the
-frozen-trunk feature cache serves are never converted at all: with three trunks up to 260 px, the float
-conversion on the data path cost more than the cached training step itself (about 1 s per 256 images on
-2 CPU cores).
+frozen-trunk feature cache serves are never converted at all. On the emoji main job (three trunks up to
+260 px, 256 images per step, 2 CPU cores) the steps served from the cache ran at 1.0 step/s with float
+pixels built on the data path and at 1.9 step/s with uint8, and the whole job took 9 min 31 s instead of
+13 min 47 s with bit-identical results.
 """
 
 from __future__ import annotations
