@@ -61,3 +61,31 @@ def test_tiny_emoji_training_through_the_cli(tmp_path):
     # Re-evaluating the saved weights reproduces the numbers the run printed.
     line = next(l for l in again.stdout.splitlines() if "zero-shot/heldout-noto/top1" in l)
     assert float(line.split()[-1]) == pytest.approx(top1, abs=1e-4)
+
+
+def test_an_efficientnet_ensemble_trains_saves_and_reloads(tmp_path):
+    """Two frozen EfficientNet-Lite trunks (random weights: offline and fast) through `cl train` and `cl eval`."""
+    table = _spec(tmp_path)
+    table["run"]["name"] = "ensemble"
+    table["data"]["image_size"] = 64
+    table["encoders"]["image"] = {
+        "type": "clip.efficientnet-ensemble", "pretrained": False, "embed_dim": 32, "head": "mlp", "head_hidden": 32,
+        "trunks": [{"variant": "lite0", "image_size": 32, "pool_blocks": [15]},
+                   {"variant": "lite2", "image_size": 64, "pool_blocks": [14, 20]}],
+    }
+    table["trainer"] = {"epochs": 1, "lr": 1e-3}
+    table["evaluate"] = [{"type": "clip.zero-shot", "prompts": ["an emoji of {}"]}]
+    spec = tmp_path / "ensemble.toml"
+    spec.write_text(tomli_w.dumps(table))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "CL_STRICT_PLUGINS": "1"}
+    out = subprocess.run([sys.executable, "-m", "cl_core.cli", "train", str(spec)], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "ensemble"
+    evals = [json.loads(line)["eval"] for line in (run / "metrics.jsonl").read_text().splitlines() if "eval" in line]
+    again = subprocess.run([sys.executable, "-m", "cl_core.cli", "eval", str(run)], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for style in ("noto", "openmoji"):
+        line = next(l for l in again.stdout.splitlines() if f"zero-shot/heldout-{style}/top5" in l)
+        assert float(line.split()[-1]) == pytest.approx(evals[-1][f"zero-shot/heldout-{style}/top5"], abs=1e-4)
