@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from attrs import field, frozen, validators
+from attrs import asdict, field, frozen, validators
 
 Rgb = tuple[float, float, float]
 
@@ -268,13 +268,10 @@ class EfficientNetEnsembleParams:
     flip: bool = False
 
     def member(self, trunk: EfficientNetTrunk) -> EfficientNetParams:
-        """The ``clip.efficientnet`` params of one member."""
-        return EfficientNetParams(
-            variant=trunk.variant, image_size=trunk.image_size, pool_blocks=trunk.pool_blocks,
-            embed_dim=self.embed_dim, freeze=self.freeze, pretrained=self.pretrained,
-            cache_features=self.cache_features, mean=self.mean, std=self.std, head=self.head,
-            head_hidden=self.head_hidden, head_dropout=self.head_dropout, flip=self.flip,
-        )
+        """The ``clip.efficientnet`` params of one member: the trunk's fields plus every shared one (all of
+        this class's fields but ``trunks``, so a shared field added here reaches the members by itself)."""
+        shared = {name: value for name, value in asdict(self, recurse=False).items() if name != "trunks"}
+        return EfficientNetParams(**shared, **asdict(trunk, recurse=False))
 
 
 @frozen(kw_only=True)
