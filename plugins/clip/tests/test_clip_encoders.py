@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cl_clip import params as P
-from cl_clip.efficientnet import EfficientNetLite
+from cl_clip.efficientnet import EfficientNetLite, fold_batchnorm
 from cl_clip.minilm import MiniLM
 from cl_clip.preprocess import CLIP_MEAN, CLIP_STD, normalize_pixels, prepare_images
 from cl_clip.resnet import AttentionPool2d, ModifiedResNet
@@ -269,3 +269,41 @@ def test_efficientnet_pretrained_weights_load(images):
     feats = tower.embed_features(images[:3])
     assert feats.shape == (3, 1280) and torch.isfinite(feats).all()
     assert sum(p.numel() for p in tower.trunk.parameters()) == 3_371_008  # Lite0 without its classifier
+
+
+def test_efficientnet_without_gradients_runs_folded_batchnorm_with_the_same_features(images):
+    tower = EfficientNetLite(P.EfficientNetParams(image_size=64, embed_dim=8, pool_blocks=(4, 15)))
+    prepared = tower.prepare(images)
+    with torch.no_grad():
+        folded = tower.features(prepared)
+    with torch.enable_grad():  # the trunk's own BatchNorm layers (eval mode: ImageNet statistics)
+        eager = tower.features(prepared)
+    assert folded.shape == (len(images), 1280 + 40 + 320)
+    torch.testing.assert_close(folded, eager, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower._inference_trunk().modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.trunk.modules()), "the trunk itself is untouched"
+    assert not any(k.startswith("_folded") for k in tower.state_dict()), "the folded copy is never saved"
+
+
+def test_efficientnet_folded_trunk_follows_new_trunk_weights(images):
+    tower = EfficientNetLite(P.EfficientNetParams(image_size=64, embed_dim=8, pretrained=False, cache_features=False))
+    imagenet = EfficientNetLite(P.EfficientNetParams(image_size=64, embed_dim=8, cache_features=False))
+    prepared = tower.prepare(images)
+    with torch.no_grad():
+        before = tower.features(prepared)
+        tower.load_state_dict(imagenet.state_dict())
+        loaded = tower.features(prepared)
+        torch.testing.assert_close(loaded, imagenet.features(prepared))
+        assert (loaded - before).abs().max() > 0.1 * loaded.abs().max()
+        tower.trunk._bn1.running_mean.add_(0.5)  # an in-place write, as BatchNorm statistics get
+        moved = tower.features(prepared)
+        assert (moved - loaded).abs().max() > 0.01 * loaded.abs().max()
+    with torch.enable_grad():
+        torch.testing.assert_close(moved, tower.features(prepared), rtol=1e-4, atol=1e-4)
+
+
+def test_fold_batchnorm_returns_a_frozen_copy():
+    trunk = EfficientNetLite(P.EfficientNetParams(image_size=32, embed_dim=8, pretrained=False)).trunk
+    folded = fold_batchnorm(trunk)
+    assert not folded.training and not any(p.requires_grad for p in folded.parameters())
+    assert trunk._conv_stem.bias is None, "folding works on a copy"

