@@ -4,7 +4,8 @@ eval-mode trunk, measured in the same run.
     python benchmarks/frozen_trunk.py                          # Lite0 160 px, Lite2 260 px, Lite1 240 px
     python benchmarks/frozen_trunk.py --trunks lite2:260 --images 128 --repeats 3 --threads 2
 
-Rows per trunk (images/s, best of ``--repeats``; same chunks of 32 in channels-last layout for both):
+Rows per trunk (images/s, best of ``--repeats``, the two timed alternately; same chunks of 32 in channels-last
+layout for both):
 
 * ``eval trunk``: the network as loaded, BatchNorm layers in eval mode (running statistics);
 * ``cl folded``: what ``clip.efficientnet`` runs under ``torch.no_grad()``, the copy with every BatchNorm
@@ -25,17 +26,20 @@ from cl_clip.efficientnet import FROZEN_CHUNK, EfficientNetLite
 from cl_clip.params import EfficientNetParams
 
 
-def images_per_second(tower: EfficientNetLite, pixels: torch.Tensor, *, folded: bool,
-                      repeats: int) -> tuple[float, torch.Tensor]:
-    net = tower._inference_trunk() if folded else tower.trunk
-    times, out = [], None
+def images_per_second(tower: EfficientNetLite, pixels: torch.Tensor, repeats: int) -> dict[str, tuple[float, torch.Tensor]]:
+    """Best images/s of the eval-mode trunk and of the folded copy, timed alternately so that both see the
+    same machine load; the first pass of each warms the kernels up and is not counted."""
+    nets = {"eval": tower.trunk, "folded": tower._inference_trunk()}
+    times: dict[str, list[float]] = {name: [] for name in nets}
+    outputs: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for _ in range(repeats + 1):
-            start = time.perf_counter()
-            out = torch.cat([tower._features(net, c.contiguous(memory_format=torch.channels_last))
-                             for c in pixels.split(FROZEN_CHUNK)])
-            times.append(time.perf_counter() - start)
-    return len(pixels) / min(times[1:]), out  # the first pass warms the kernels up and is not counted
+            for name, net in nets.items():
+                start = time.perf_counter()
+                outputs[name] = torch.cat([tower._features(net, c.contiguous(memory_format=torch.channels_last))
+                                           for c in pixels.split(FROZEN_CHUNK)])
+                times[name].append(time.perf_counter() - start)
+    return {name: (len(pixels) / min(times[name][1:]), outputs[name]) for name in nets}
 
 
 def main() -> None:
@@ -52,8 +56,8 @@ def main() -> None:
         variant, size = spec.split(":")
         tower = EfficientNetLite(EfficientNetParams(variant=variant, image_size=int(size))).eval()
         pixels = torch.randn(args.images, 3, int(size), int(size))
-        plain, reference = images_per_second(tower, pixels, folded=False, repeats=args.repeats)
-        fast, folded = images_per_second(tower, pixels, folded=True, repeats=args.repeats)
+        result = images_per_second(tower, pixels, args.repeats)
+        (plain, reference), (fast, folded) = result["eval"], result["folded"]
         diff = (folded - reference).abs().max().item()
         print(f"{spec:12s} {plain:17.1f} {fast:16.1f} {fast / plain:6.2f} {diff:11.2e}")
 
