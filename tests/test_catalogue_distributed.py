@@ -125,6 +125,10 @@ def _worker(rank: int, world: int, port: int, out: str, spec_path: str) -> None:
             save_file(tensors, os.path.join(out, f"{name}.rank{rank}.safetensors"))
         if spec_path:
             _train_toy(spec_path)
+        # Tear down only once both ranks are done: rank 0 still writes the run directory after training,
+        # and a gloo group destroyed on one rank while its peer is busy aborted that rank once in CI
+        # ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
