@@ -206,6 +206,71 @@ def test_feature_cache_cleared_on_load_and_evicts(images):
     assert tower.cache_len == 2
 
 
+def test_cached_rows_are_left_out_of_prepare_and_embed_the_same(images):
+    tower = TINY["efficientnet"]().train()  # frozen trunk: cached even while the head trains
+    calls = _count_trunk_rows(tower)
+    first = tower.encode(tower.prepare(images))
+    again = tower.prepare(images)
+    assert again["ready"].tolist() == [False] * len(images)
+    assert not again["pixels"].any(), "nothing is resized for rows the cache serves"
+    assert torch.equal(tower.encode(again), first)
+    assert calls == [len(images)]
+    assert not tower._claimed, "claims are released once their batch is encoded"
+
+
+@pytest.mark.parametrize("loss", ["cleared", "evicted"])
+def test_a_left_out_row_that_the_cache_lost_is_prepared_when_encoded(images, loss):
+    tower = TINY["efficientnet"]().eval()
+    first = tower.encode(tower.prepare(images))
+    prepared = tower.prepare(images)  # claims every row: all cached now
+    assert not prepared["ready"].any()
+    if loss == "cleared":
+        tower.load_state_dict(tower.state_dict())  # new weights clear the cache
+    else:
+        tower._cache_size = 2
+        tower.encode(tower.prepare(images[:1]))
+        tower.encode(tower.prepare([np.full((8, 8, 3), v, dtype=np.uint8) for v in (1, 2)]))  # evicts the rest
+    calls = _count_trunk_rows(tower)
+    assert torch.equal(tower.encode(prepared), first)
+    assert calls == [len(images)], "every lost row is prepared from its claimed item and runs the trunk"
+    assert not tower._claimed
+
+
+def test_a_tower_with_a_warm_cache_can_be_copied_and_pickled(images):
+    import copy
+    import pickle
+
+    tower = TINY["efficientnet"]().eval()
+    first = tower.encode(tower.prepare(images))
+    tower.prepare(images)  # claims in flight stay with the original
+    for twin in (copy.deepcopy(tower), pickle.loads(pickle.dumps(tower))):
+        assert twin.cache_len == len(images) and not twin._claimed
+        assert torch.equal(twin.encode(twin.prepare(images)), first)
+
+
+@pytest.mark.parametrize("views", [{"flip": True}, {"augment": True}, {"cache_features": False}])
+def test_random_views_or_no_cache_keep_every_rows_pixels(images, views):
+    tower = TINY["efficientnet"](**views).eval()
+    tower.encode(tower.prepare(images))
+    again = tower.prepare(images)
+    assert "ready" not in again and again["pixels"].any()
+
+
+def test_image_keys_tell_apart_size_content_and_palette():
+    from cl_clip.preprocess import image_digest, image_keys
+
+    a = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    assert image_digest(a) == image_digest(a.copy())
+    assert image_digest(a) != image_digest(a[::-1].copy())
+    p1, p2 = Image.new("P", (4, 4)), Image.new("P", (4, 4))
+    p2.putpalette([255, 0, 0] * 256)
+    assert image_digest(p1) != image_digest(p2), "same indices, different colours"
+    digests = [image_digest(a)]
+    assert image_keys(digests, 32).tolist() != image_keys(digests, 64).tolist()
+    with pytest.raises(ValueError, match=r"items\[3\]: expected a PIL image"):
+        image_digest("not an image", 3)
+
+
 def test_text_cache_keys_by_string(captions):
     tower = TextTransformer(P.TextTransformerParams(width=64, layers=2, freeze=True))
     calls = _count_trunk_rows(tower)

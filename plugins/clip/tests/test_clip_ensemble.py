@@ -140,3 +140,20 @@ def test_a_missing_weights_package_is_named(monkeypatch):
             EfficientNetLite(P.EfficientNetParams(variant="lite1", image_size=32))
     finally:
         pretrained.efficientnet_lite_weights.cache_clear()
+
+
+def test_members_of_one_size_leave_a_row_out_only_when_every_members_cache_serves_it(arrays):
+    trunks = (P.EfficientNetTrunk(variant="lite0", image_size=32), P.EfficientNetTrunk(variant="lite2", image_size=32))
+    ensemble = EfficientNetEnsemble(P.EfficientNetEnsembleParams(trunks=trunks, embed_dim=16, pretrained=False)).eval()
+    first_member = ensemble.members[0]
+    first_member.encode(first_member.prepare(arrays))  # only the first member's cache is warm
+    prepared = ensemble.prepare(arrays)
+    assert "0.ready" not in prepared and prepared["0.pixels"].any(), "the second member needs the pixels"
+    assert not first_member._claimed, "claims on rows prepared after all are given back"
+    with torch.no_grad():
+        expected = ensemble.encode(prepared)
+    again = ensemble.prepare(arrays)
+    assert again["0.ready"].tolist() == again["1.ready"].tolist() == [False] * len(arrays)
+    with torch.no_grad():
+        assert torch.equal(ensemble.encode(again), expected)
+    assert not any(member._claimed for member in ensemble.members)

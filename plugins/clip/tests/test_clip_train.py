@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from attrs import frozen
 
 from cl_core.components import Dataset, DataSource
@@ -122,3 +123,51 @@ def test_tiny_clip_trains_and_evaluates(tmp_path):
     lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in lines if "loss" in line]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow  # about 10 s on two CPU cores
+def test_leaving_cached_rows_out_of_prepare_trains_the_same_weights(tmp_path, monkeypatch):
+    """Three epochs of a frozen-trunk ensemble through the trainer (prefetch thread included): with the rows
+    the feature cache serves left out of ``prepare`` and without, the weights are bit-identical."""
+    from safetensors.torch import load_file
+
+    import cl_clip.image_tower
+    from cl_clip.image_tower import ImageTower
+
+    host = PluginHost(strict=True)
+    host.register(SquaresPlugin, name="squares")
+    spec = SPEC.replace("""type = "clip.vit"
+image_size = 16
+patch = 8
+width = 32
+layers = 1
+""", """type = "clip.efficientnet-ensemble"
+pretrained = false
+trunks = [{{variant = "lite0", image_size = 32}}, {{variant = "lite0", image_size = 48}}]
+""").replace("epochs = 4", "epochs = 3")
+    skipped = []
+    prepare_images = cl_clip.image_tower.prepare_images
+
+    def counting(items, size, **kw):
+        skipped.append(sum(kw.get("skip") or ()))
+        return prepare_images(items, size, **kw)
+
+    monkeypatch.setattr(cl_clip.image_tower, "prepare_images", counting)
+    weights = {}
+    for name, leave_out in (("left-out", None), ("full", False)):
+        if leave_out is not None:
+            monkeypatch.setattr(ImageTower, "leaves_out_cached_rows", property(lambda self: False))
+        (tmp_path / name).mkdir()
+        spec_path = tmp_path / name / "spec.toml"
+        spec_path.write_text(spec.format(out=tmp_path / name / "runs"))
+        result = train(spec_path, host=host, log=lambda line: None)
+        weights[name] = load_file(result.run_dir / "model.safetensors")
+        if name == "left-out":
+            # epochs 2 and 3 (16 batches of 16 rows, two members) and the evaluation's second look at the test
+            # images are served from the cache
+            assert sum(skipped) >= 2 * 16 * 16, sum(skipped)
+            skipped.clear()
+    assert sum(skipped) == 0
+    assert weights["left-out"].keys() == weights["full"].keys()
+    for key, value in weights["left-out"].items():
+        assert torch.equal(value, weights["full"][key]), key

@@ -20,7 +20,9 @@ from torch import Tensor, nn
 from cl_core.components import Encoder
 
 from .efficientnet import EfficientNetLite
+from .image_tower import prepare_shared
 from .params import EfficientNetEnsembleParams
+from .preprocess import image_digest
 
 
 class EfficientNetEnsemble(Encoder):
@@ -28,7 +30,8 @@ class EfficientNetEnsemble(Encoder):
 
     :meth:`prepare` runs each member's preprocessing (its own input size) and prefixes the member's
     keys with its index: ``{"0.pixels": [B, 3, S0, S0], "1.pixels": [B, 3, S1, S1], ...}`` plus
-    ``"<i>.key"`` when the member caches features.
+    ``"<i>.key"`` when the member caches features (and ``"<i>.ready"`` when rows its cache serves are left
+    out, see :class:`~cl_clip.image_tower.ImageTower`).
     """
 
     modality: ClassVar[str] = "image"
@@ -44,13 +47,17 @@ class EfficientNetEnsemble(Encoder):
 
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """PIL images or uint8 ``[H, W, 3]`` arrays -> every member's prepared tensors, keys prefixed ``"<i>."``."""
-        out: dict[str, Tensor] = {}
-        done: dict[tuple[int, bool], dict[str, Tensor]] = {}  # members of one input size share the work
+        groups: dict[tuple[int, bool, bool], list[int]] = {}  # members of one input size share the work
         for i, member in enumerate(self.members):
-            how = (member.image_size, member.wants_keys)
-            if how not in done:
-                done[how] = member.prepare(items)
-            out.update({f"{i}.{name}": value for name, value in done[how].items()})
+            groups.setdefault((member.image_size, member.wants_keys, member.leaves_out_cached_rows), []).append(i)
+        # Each image is hashed once for every member's cache keys.
+        digests = [image_digest(item, i) for i, item in enumerate(items)] if any(
+            member.wants_keys for member in self.members) else None
+        out: dict[str, Tensor] = {}
+        for indices in groups.values():
+            done = prepare_shared([self.members[i] for i in indices], items, digests)
+            for i in indices:
+                out.update({f"{i}.{name}": value for name, value in done.items()})
         return out
 
     def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:

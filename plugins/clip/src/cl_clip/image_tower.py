@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import ImageAugment
-from .preprocess import normalize_pixels, prepare_images
+from .preprocess import image_digest, image_keys, normalize_pixels, prepare_images
 from .tower import Tower
 
 
@@ -20,6 +20,10 @@ class ImageTower(Tower):
     ``prepare`` gives ``{"pixels": [B, 3, S, S] uint8}`` (plus ``"key"`` when the frozen trunk's feature
     cache is on); :meth:`pixels` normalises them on the device (float pixels are taken as normalised
     already) and, in training mode with ``augment``, augments them (see :mod:`cl_clip.augment`).
+
+    With the cache on and no random views (neither ``augment`` nor ``flip``), ``prepare`` leaves out the
+    pixels of the rows the cache already serves (zero, with ``"ready"`` false; see :class:`Tower`): after
+    the first epoch nothing is resized on the data path, and the embeddings are the same.
 
     Args:
         trunk, feature_dim, embed_dim, freeze, cache_features, proj_bias: see :class:`Tower`.
@@ -71,9 +75,17 @@ class ImageTower(Tower):
         return F.normalize(super()._encode(inputs), dim=-1) + F.normalize(
             super()._encode(_mirrored(inputs, everything)), dim=-1)
 
+    @property
+    def leaves_out_cached_rows(self) -> bool:
+        """Whether :meth:`prepare` leaves out the pixels of rows the feature cache serves."""
+        return self.wants_keys and not self.augment and not self.flip
+
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """PIL images or uint8 ``[H, W, 3]`` arrays -> ``{"pixels": [B, 3, S, S] uint8}`` (see :mod:`.preprocess`)."""
-        return prepare_images(items, self.image_size, with_keys=self.wants_keys)
+        return prepare_shared([self], items)
+
+    def prepare_claimed(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        return prepare_images(items, self.image_size)
 
     def pixels(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """The normalised (and, in training, augmented) float pixel batch; raises ValueError on a wrong shape."""
@@ -86,6 +98,31 @@ class ImageTower(Tower):
         if self.augmenting and self.augmenter is not None:
             x = self.augmenter(x)
         return x
+
+
+def prepare_shared(towers: Sequence[ImageTower], items: Sequence[Any],
+                   digests: Sequence[bytes] | None = None) -> dict[str, Tensor]:
+    """One ``prepare`` for image towers with the same input size and cache settings (an ensemble's members):
+    ``"key"`` when they cache features, and pixels for every row, or, when they all leave out cached rows,
+    for the rows that not every tower's cache serves.
+
+    Args:
+        digests: :func:`~cl_clip.preprocess.image_digest` of each item, when the caller has them already.
+    """
+    size = towers[0].image_size
+    if not towers[0].wants_keys:
+        return prepare_images(items, size)
+    if digests is None:
+        digests = [image_digest(item, i) for i, item in enumerate(items)]
+    keys = image_keys(digests, size)
+    if not all(tower.leaves_out_cached_rows for tower in towers):
+        return prepare_images(items, size, keys=keys)
+    key_list = keys.tolist()
+    claims = [tower.claim(key_list, items) for tower in towers]
+    skip = [all(row) for row in zip(*claims)]
+    for tower, claimed in zip(towers, claims):  # rows some other tower must compute are prepared after all
+        tower.release([k for k, c, s in zip(key_list, claimed, skip) if c and not s])
+    return prepare_images(items, size, keys=keys, skip=skip if any(skip) else None)
 
 
 #: Mixed into the cache key of a mirrored image (any fixed odd 63-bit constant works).

@@ -73,8 +73,9 @@ class ViTParams:
         freeze: freeze the trunk (everything except the final projection).
         augment: random resized crop (scale 0.8-1), rotation (<= 10 degrees) and colour jitter with
             kornia on the device, in training mode only.
-        cache_features: cache trunk features of repeated images (keyed by a hash of the pixels);
-            used only when the trunk is frozen and no augmentation runs.
+        cache_features: cache trunk features of repeated images (keyed by a hash of the image and the
+            input size); used only when the trunk is frozen and no augmentation runs. Images the cache
+            serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean (RGB, pixel values in [0, 1]); default CLIP's.
         std: per-channel normalisation std (> 0); default CLIP's.
     """
@@ -118,7 +119,8 @@ class ResNetParams:
         embed_dim: width N of the joint embedding space, > 0.
         freeze: freeze everything except the attention pool's output projection ``c_proj``.
         augment: on-device kornia augmentation in training mode (see ``clip.vit``).
-        cache_features: cache trunk features of repeated images (frozen trunk, no augmentation).
+        cache_features: cache trunk features of repeated images (frozen trunk, no augmentation); images
+            the cache serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean; default CLIP's.
         std: per-channel normalisation std (> 0); default CLIP's.
     """
@@ -171,7 +173,8 @@ class EfficientNetParams:
         freeze: keep the pretrained trunk fixed (eval mode, no gradients); only the projection trains.
         pretrained: load the ImageNet weights; False builds a random network (tests).
         augment: on-device kornia augmentation in training mode (see ``clip.vit``).
-        cache_features: cache trunk features of repeated images (frozen trunk, no augmentation).
+        cache_features: cache trunk features of repeated images (frozen trunk, no augmentation); images
+            the cache serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean; default ImageNet's (0.485, 0.456, 0.406).
         std: per-channel normalisation std (> 0); default ImageNet's (0.229, 0.224, 0.225).
         pool_blocks: indices of MBConv blocks (0-15 in Lite0, 0-20 in Lite1/Lite2) whose outputs are also
@@ -241,7 +244,8 @@ class EfficientNetEnsembleParams:
         embed_dim: width N of the joint embedding space, > 0 (every member's head maps to it).
         freeze: keep every trunk fixed (eval mode, no gradients); only the heads train.
         pretrained: load the ImageNet weights; False builds random networks (tests).
-        cache_features: cache each member's trunk features of repeated images (frozen trunks).
+        cache_features: cache each member's trunk features of repeated images (frozen trunks); images
+            every member's cache serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean of every member; default ImageNet's.
         std: per-channel normalisation std (> 0) of every member; default ImageNet's.
         head: each member's head, ``"linear"`` or ``"mlp"`` (see ``clip.efficientnet``).

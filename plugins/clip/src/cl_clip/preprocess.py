@@ -79,30 +79,76 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def pixel_key(array: np.ndarray) -> int:
-    """A 64-bit hash (signed, fits int64) of a uint8 image array: the feature-cache key of an image."""
-    h = hashlib.blake2b(digest_size=8)
-    h.update(np.asarray(array.shape, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(array).tobytes())
-    return int.from_bytes(h.digest(), "little", signed=True)
-
-
-def prepare_images(items: Sequence[Any], size: int, *, with_keys: bool = False) -> dict[str, Tensor]:
-    """Raw images -> ``{"pixels": [B, 3, size, size] uint8, "key": [B] int64}`` (resized, centre-cropped,
-    alpha composited onto white; not yet normalised: see :func:`normalize_pixels`).
-
-    ``key`` (a hash of the resized pixels, for the frozen-trunk feature cache) is present only with
-    ``with_keys``.
+def image_digest(item: Any, index: int = 0) -> bytes:
+    """16-byte BLAKE2b digest of one raw image as given: its mode (or dtype), dimensions, palette and pixel
+    bytes. Equal digests mean equal images before any preprocessing, so the digest identifies an image
+    without resizing it.
 
     Raises:
-        ValueError: ``items`` is empty or an item is not an image (see :func:`to_pil_rgb`).
+        ValueError: the item is neither a PIL image nor a numpy array.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(item, Image.Image):
+        h.update(f"pil:{item.mode}:{item.width}x{item.height}".encode())
+        palette = item.getpalette() if item.mode in ("P", "PA") else None
+        if palette:
+            h.update(bytes(palette))
+        h.update(item.tobytes())
+    elif isinstance(item, np.ndarray):
+        h.update(f"array:{item.dtype.str}:{item.shape}".encode())
+        h.update(np.ascontiguousarray(item).tobytes())
+    else:
+        raise ValueError(f"items[{index}]: expected a PIL image or a uint8 [H, W, 3] array, got {type(item).__name__}")
+    return h.digest()
+
+
+def image_keys(digests: Sequence[bytes], size: int) -> Tensor:
+    """``[B]`` int64 feature-cache keys of images (see :func:`image_digest`) prepared at side ``size``."""
+    keys = []
+    for digest in digests:
+        h = hashlib.blake2b(digest, digest_size=8)
+        h.update(size.to_bytes(4, "little"))
+        keys.append(int.from_bytes(h.digest(), "little", signed=True))
+    return torch.tensor(keys, dtype=torch.long)
+
+
+def prepare_images(items: Sequence[Any], size: int, *, keys: Tensor | None = None,
+                   skip: Sequence[bool] | None = None) -> dict[str, Tensor]:
+    """Raw images -> ``{"pixels": [B, 3, size, size] uint8}`` (resized, centre-cropped, alpha composited
+    onto white; not yet normalised: see :func:`normalize_pixels`).
+
+    Args:
+        items: PIL images or uint8 arrays (see :func:`to_pil_rgb`).
+        size: side of the prepared images in pixels.
+        keys: ``[B]`` feature-cache keys (:func:`image_keys`), passed through as ``"key"``.
+        skip: rows whose pixels are not needed because their trunk features are cached. Their pixels are
+            left zero, nothing is decoded or resized for them, and ``"ready"`` (``[B]`` bool) marks the
+            rows that hold real pixels.
+
+    Raises:
+        ValueError: ``items`` is empty, an item is not an image (see :func:`to_pil_rgb`), or ``keys`` /
+            ``skip`` do not have one entry per item.
     """
     if len(items) == 0:
         raise ValueError("prepare() needs at least one image")
-    arrays = [np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8) for i, item in enumerate(items)]
-    out = {"pixels": torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()}
-    if with_keys:
-        out["key"] = torch.tensor([pixel_key(a) for a in arrays], dtype=torch.long)
+    for name, given in (("keys", keys), ("skip", skip)):
+        if given is not None and len(given) != len(items):
+            raise ValueError(f"{name} needs one entry per item: {len(given)} for {len(items)} items")
+    out: dict[str, Tensor] = {}
+    if skip is None or not any(skip):
+        arrays = [np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8)
+                  for i, item in enumerate(items)]
+        out["pixels"] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    else:
+        out["pixels"] = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
+        pixels = out["pixels"].numpy()  # the same memory
+        for i, (item, skipped) in enumerate(zip(items, skip)):
+            if not skipped:
+                pixels[i] = np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8).transpose(2, 0, 1)
+    if skip is not None:
+        out["ready"] = torch.tensor([not s for s in skip], dtype=torch.bool)
+    if keys is not None:
+        out["key"] = keys
     return out
 
 

@@ -11,11 +11,19 @@ features of an input seen before can be reused. ``prepare`` adds an int64 ``key`
 the text or of the resized pixels); :meth:`Tower._encode` looks keys up in an LRU dict and runs the
 trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
 training-time augmentation runs, and it is cleared whenever weights are loaded.
+
+Rows the cache will serve need no trunk inputs, and for images those are the costly part of the data
+path (decoding and resizing). A tower whose ``prepare`` leaves them out (see
+:class:`~cl_clip.image_tower.ImageTower`) first claims the rows with :meth:`Tower.claim`, from the data
+thread: a claimed row's cache entry is marked recently used and its raw item is held until the batch is
+encoded, so a row the cache has lost in between (evicted, or cleared by new weights) is prepared then
+instead. The inputs then carry ``"ready"``, ``[B]`` bool, false for the rows left out.
 """
 
 from __future__ import annotations
 
 import abc
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -27,6 +35,9 @@ from cl_core.components import Encoder
 
 #: Maximum number of cached feature rows per tower (1280 floats each for EfficientNet: ~330 MB).
 DEFAULT_CACHE_SIZE = 65_536
+#: Most claimed rows a tower holds raw items for. Claims are released when their batch is encoded; this
+#: only bounds what batches dropped unencoded (an interrupted prefetch) leave behind.
+MAX_CLAIMS = 16_384
 
 
 def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool = False, hidden: int = 2048,
@@ -105,12 +116,26 @@ class Tower(Encoder):
         self.cache_features = cache_features
         self._cache_size = cache_size
         self._cache: OrderedDict[int, Tensor] = OrderedDict()
+        # The data thread claims rows (claim) while the training thread reads and fills the cache.
+        self._cache_lock = threading.Lock()
+        # key -> [raw item, claims not yet encoded]: what a claimed row needs if the cache loses it.
+        self._claimed: OrderedDict[int, list] = OrderedDict()
         # A plain list (not registered again: these modules already live inside the trunk).
         self._frozen_parts: list[nn.Module] = list(frozen_parts) if frozen_parts is not None else [trunk]
         if freeze:
             for part in self._frozen_parts:
                 part.requires_grad_(False)
         self.train(True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A lock cannot be copied or pickled, and claims belong to this tower's batches in flight.
+        state = dict(super().__getstate__())
+        state["_cache_lock"], state["_claimed"] = None, OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._cache_lock = threading.Lock()
 
     # -- contract --------------------------------------------------------------------------------
     @property
@@ -159,7 +184,8 @@ class Tower(Encoder):
 
     def clear_cache(self) -> None:
         """Drop every cached feature row."""
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
 
     @property
     def cache_len(self) -> int:
@@ -169,10 +195,78 @@ class Tower(Encoder):
         self.clear_cache()  # new trunk weights make cached features stale
         super()._load_from_state_dict(*args, **kwargs)
 
+    def claim(self, keys: Sequence[int], items: Sequence[Any]) -> list[bool]:
+        """For a data path that leaves out the inputs of cached rows: which of ``keys`` the cache holds.
+
+        Each such row is marked recently used and its raw item is held until a batch with its key is
+        encoded, so it can still be prepared if the cache loses the row first. Thread-safe.
+        """
+        if not self._cache_usable_when_frozen():
+            return [False] * len(keys)
+        cached = []
+        with self._cache_lock:
+            for key, item in zip(keys, items):
+                hit = key in self._cache
+                if hit:
+                    self._cache.move_to_end(key)
+                    held = self._claimed.setdefault(key, [item, 0])
+                    held[1] += 1
+                    self._claimed.move_to_end(key)
+                cached.append(hit)
+            while len(self._claimed) > MAX_CLAIMS:
+                self._claimed.popitem(last=False)
+        return cached
+
+    def release(self, keys: Sequence[int]) -> None:
+        """Give back one claim on each of ``keys`` (rows whose batch is encoded, or prepared after all)."""
+        with self._cache_lock:
+            self._release(keys)
+
+    def _release(self, keys: Sequence[int]) -> None:
+        for key in keys:
+            held = self._claimed.get(key)
+            if held is not None:
+                held[1] -= 1
+                if held[1] <= 0:
+                    del self._claimed[key]
+
+    def _cache_usable_when_frozen(self) -> bool:
+        return self.cache_features and not self.trunk_trains
+
+    def prepare_claimed(self, items: Sequence[Any]) -> dict[str, Tensor]:
+        """Trunk inputs of raw items in full (no row left out): what a claimed row needs when the cache lost
+        it. Towers whose ``prepare`` leaves rows out implement it."""
+        raise NotImplementedError(f"{type(self).__name__} does not leave rows out of prepare()")
+
+    def _complete(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Inputs whose rows left out by ``prepare`` are filled in where the cache can no longer serve them,
+        without ``"ready"``; the claims of this batch's rows are released."""
+        rest = {k: v for k, v in inputs.items() if k != "ready"}
+        if bool(inputs["ready"].all()):
+            return rest
+        keys, ready = inputs["key"].tolist(), inputs["ready"].tolist()
+        with self._cache_lock:
+            usable = self._cache_usable()
+            lost = [i for i, (k, r) in enumerate(zip(keys, ready)) if not r and (not usable or k not in self._cache)]
+            try:
+                items = [self._claimed[keys[i]][0] for i in lost]
+            except KeyError:
+                raise RuntimeError(f"{type(self).__name__}: a row was left out of prepare() without a claim (call "
+                                   "claim() first, from the same tower)") from None
+            self._release([key for key, r in zip(keys, ready) if not r])
+        if lost:
+            rows = torch.tensor(lost, dtype=torch.long)
+            for name, value in self.prepare_claimed(items).items():
+                target = rest[name]
+                rest[name] = target.index_copy(0, rows.to(target.device), value.to(target.device, target.dtype))
+        return rest
+
     def _trunk_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         trains = self.trunk_trains
         if trains and self._cache:
             self.clear_cache()  # someone unfroze the trunk: what we cached may go stale
+        if "ready" in inputs:
+            inputs = self._complete(inputs)
         if "key" in inputs and self._cache_usable():
             return self._cached_features(inputs)
         rest = {k: v for k, v in inputs.items() if k != "key"}
@@ -186,25 +280,27 @@ class Tower(Encoder):
         rest = {k: v for k, v in inputs.items() if k != "key"}
         device = next(iter(rest.values())).device
         first: dict[int, int] = {}
-        for i, key in enumerate(keys):
-            if key not in self._cache and key not in first:
-                first[key] = i
+        with self._cache_lock:
+            for i, key in enumerate(keys):
+                if key not in self._cache and key not in first:
+                    first[key] = i
         if first:
             rows = torch.tensor(list(first.values()), dtype=torch.long, device=device)
             with torch.no_grad():
                 fresh = self.features({k: v.index_select(0, rows) for k, v in rest.items()}).float()
+        out = []
+        with self._cache_lock:
             for j, key in enumerate(first):
                 self._cache[key] = fresh[j].clone()
-        out = []
-        for key in keys:
-            row = self._cache[key]
-            self._cache.move_to_end(key)
-            if row.device != device:  # the module moved since the row was cached
-                row = row.to(device)
-                self._cache[key] = row
-            out.append(row)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+            for key in keys:
+                row = self._cache[key]
+                self._cache.move_to_end(key)
+                if row.device != device:  # the module moved since the row was cached
+                    row = row.to(device)
+                    self._cache[key] = row
+                out.append(row)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return torch.stack(out)
 
     # -- convenience -----------------------------------------------------------------------------
