@@ -154,6 +154,7 @@ seed = 0
 output_dir = "{out}"
 name = "{name}"
 num_threads = 1
+device = "cpu"  # gloo, as in CI, also where a GPU is present
 [data]
 type = "toy.pairs"
 [sampler]

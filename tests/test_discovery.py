@@ -57,7 +57,7 @@ def _fake_distribution(root: Path, name: str, module_source: str) -> None:
 def test_plugin_that_raises_on_import_is_listed_as_failed(tmp_path):
     _fake_distribution(tmp_path, "broken", "raise ImportError('needs the moon')\n")
     env = {k: v for k, v in os.environ.items() if k != "CL_STRICT_PLUGINS"}  # the default, lenient host
-    env["PYTHONPATH"] = str(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
     out = subprocess.run(["cl", "plugins", "list"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "broken" in out.stdout and "failed" in out.stdout

@@ -117,7 +117,8 @@ def test_real_sigkill_then_resume(toy_spec, tmp_path):
     (info / "entry_points.txt").write_text("[cl_core]\ntoy = cl_core.testing.toy\n")
     import os
 
-    env = {**os.environ, "PYTHONPATH": str(plugin_dir), "CL_LOAD_PLUGINS": "toy"}
+    pythonpath = os.pathsep.join(filter(None, [str(plugin_dir), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "CL_LOAD_PLUGINS": "toy"}
     path, out = toy_spec("", epochs=200, checkpoint_every=5, name="killed")
     ref_path, _ = toy_spec("", epochs=200, checkpoint_every=5, name="clean")
     subprocess.run(["cl", "train", str(ref_path)], env=env, check=True, capture_output=True, timeout=300)

@@ -7,6 +7,7 @@ Energy is ``F = -S`` and ``softmax(beta * S)`` over candidates is the Gibbs dist
 from __future__ import annotations
 
 import abc
+import itertools
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,10 @@ class Scorer(nn.Module, abc.ABC):
     def score(self, queries: Tensor, candidates: Tensor) -> Tensor:
         """Scores ``[Q, C]`` of queries ``[Q, N]`` against candidates ``[C, N]``.
 
+        Inputs on another device than the scorer's parameters are moved to it (e.g. the CPU embeddings of
+        ``Pipeline.embed`` scored by a pipeline that trains on a GPU); a scorer without parameters scores
+        on the queries' device. The scores are on that device.
+
         Raises:
             ValueError: inputs are not 2-D, are empty, or their widths differ.
         """
@@ -36,7 +41,8 @@ class Scorer(nn.Module, abc.ABC):
                 f"queries and candidates must have the same embedding width; got queries "
                 f"{list(queries.shape)} and candidates {list(candidates.shape)}"
             )
-        out = self._score(queries, candidates)
+        device = next(itertools.chain(self.parameters(), self.buffers()), queries).device
+        out = self._score(queries.to(device), candidates.to(device))
         check_finite(out, "scores", type(self).__qualname__)
         return out
 

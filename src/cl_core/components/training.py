@@ -25,7 +25,8 @@ class TrainContext:
     """What a training-loop factory ``build(params, ctx)`` may depend on.
 
     Attributes:
-        pipeline: the built pipeline, with its dataset and sampler.
+        pipeline: the built pipeline, with its dataset and sampler, on the CPU: the loop moves it to
+            ``device`` (or keeps parts where its own backend runs them, as word2vec's numba loop does).
         run_dir: the run directory (exists, holds ``spec.toml``); checkpoints and metrics go here.
         seed: the run seed (``spec.run.seed``): data order and noise draws derive from it.
         device: where to train.
