@@ -12,6 +12,12 @@ frozen-trunk feature cache serves are never converted at all. On the emoji main 
 260 px, 256 images per step, 2 CPU cores) the steps served from the cache ran at 1.0 step/s with float
 pixels built on the data path and at 1.9 step/s with uint8, and the whole job took 9 min 31 s instead of
 13 min 47 s with bit-identical results.
+
+Rows the cache serves need no pixels at all: a frozen tower's ``prepare`` leaves them out (``skip``), so
+the data path only hashes each raw image (:func:`image_digest`, once for every input size). On the
+three-trunk main job that took a batch of 256 from 634 ms (resized to 160 and 240 px, hashed at three
+sizes) to about 90 ms; the steps served from the cache ran at 4.2 step/s instead of 1.9 and the training
+loop took 7 min 23 s instead of 10 min 43 s, with the same scores.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tower keeps trainable, e.g. MiniLM's top layers) trains: LiT-style locked towers
 
 Feature cache (``cache_features``): a frozen trunk in eval mode is a fixed function, so the trunk
 features of an input seen before can be reused. ``prepare`` adds an int64 ``key`` per item (a hash of
-the text or of the resized pixels); :meth:`Tower._encode` looks keys up in an LRU dict and runs the
+the text, or of the raw image and the tower's input size); :meth:`Tower._encode` looks keys up in an LRU dict and runs the
 trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
 training-time augmentation runs, and it is cleared whenever weights are loaded.
 
@@ -201,7 +201,7 @@ class Tower(Encoder):
         Each such row is marked recently used and its raw item is held until a batch with its key is
         encoded, so it can still be prepared if the cache loses the row first. Thread-safe.
         """
-        if not self._cache_usable_when_frozen():
+        if not self.cache_features or self.trunk_trains:
             return [False] * len(keys)
         cached = []
         with self._cache_lock:
@@ -229,9 +229,6 @@ class Tower(Encoder):
                 held[1] -= 1
                 if held[1] <= 0:
                     del self._claimed[key]
-
-    def _cache_usable_when_frozen(self) -> bool:
-        return self.cache_features and not self.trunk_trains
 
     def prepare_claimed(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """Trunk inputs of raw items in full (no row left out): what a claimed row needs when the cache lost
