@@ -140,17 +140,14 @@ def prepare_images(items: Sequence[Any], size: int, *, keys: Tensor | None = Non
     for name, given in (("keys", keys), ("skip", skip)):
         if given is not None and len(given) != len(items):
             raise ValueError(f"{name} needs one entry per item: {len(given)} for {len(items)} items")
-    out: dict[str, Tensor] = {}
-    if skip is None or not any(skip):
-        arrays = [np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8)
-                  for i, item in enumerate(items)]
-        out["pixels"] = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    else:
-        out["pixels"] = torch.zeros((len(items), 3, size, size), dtype=torch.uint8)
-        pixels = out["pixels"].numpy()  # the same memory
-        for i, (item, skipped) in enumerate(zip(items, skip)):
-            if not skipped:
-                pixels[i] = np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8).transpose(2, 0, 1)
+    skipped = skip if skip is not None else [False] * len(items)
+    # Left-out rows stay zero; every other row is written, so its memory need not be cleared first.
+    allocate = torch.zeros if any(skipped) else torch.empty
+    out: dict[str, Tensor] = {"pixels": allocate((len(items), 3, size, size), dtype=torch.uint8)}
+    pixels = out["pixels"].numpy()  # the same memory
+    for i, (item, left_out) in enumerate(zip(items, skipped)):
+        if not left_out:
+            pixels[i] = np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8).transpose(2, 0, 1)
     if skip is not None:
         out["ready"] = torch.tensor([not s for s in skip], dtype=torch.bool)
     if keys is not None:

@@ -8,8 +8,8 @@ tower keeps trainable, e.g. MiniLM's top layers) trains: LiT-style locked towers
 
 Feature cache (``cache_features``): a frozen trunk in eval mode is a fixed function, so the trunk
 features of an input seen before can be reused. ``prepare`` adds an int64 ``key`` per item (a hash of
-the text, or of the raw image and the tower's input size); :meth:`Tower._encode` looks keys up in an LRU dict and runs the
-trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
+the text, or of the raw image and the tower's input size); :meth:`Tower._encode` looks keys up in an LRU
+dict and runs the trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
 training-time augmentation runs, and it is cleared whenever weights are loaded.
 
 Rows the cache will serve need no trunk inputs, and for images those are the costly part of the data
