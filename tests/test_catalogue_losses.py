@@ -298,8 +298,8 @@ def test_single_view_without_labels_is_a_clear_error():
 @pytest.mark.parametrize("name,table,path,message", [
     ("core.triplet", {"margin": -1.0}, "loss.margin", ">= 0"),
     ("core.contrastive-hinge", {"neg_margin": -1.0}, "loss.neg_margin", ">= 0"),
-    ("core.triplet", {"mining": "hardest"}, "loss.mining", "one of 'all', 'hard', 'semi-hard'"),
-    ("core.supcon", {"form": "inside"}, "loss.form", "one of 'out', 'in'"),
+    ("core.triplet", {"mining": "hardest"}, "loss.mining", 'one of "all", "hard", "semi-hard"'),
+    ("core.supcon", {"form": "inside"}, "loss.form", 'one of "out", "in"'),
     ("core.info-nce", {"implementation": "fast"}, "loss.implementation", "one of"),
     ("core.memory-queue", {"size": 0}, "loss.size", "> 0"),
 ])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cl_core.errors import PluginConflictError, PluginLoadError, UnknownComponentError
+from cl_core.errors import PluginConflictError, PluginError, PluginLoadError, UnknownComponentError
 from cl_core.plugins import FIRST_PARTY, PluginHost, hookimpl
 from cl_core.registry import ComponentInfo
 
@@ -156,3 +156,69 @@ def test_registry_toml_agrees_with_entry_points_and_registrations():
         for kind, names in registered.items():
             plural = {"loss": "losses"}.get(kind, kind + "s")
             assert set(meta.get(plural, [])) == names, f"{name}: registry.toml {kind}s differ from registrations"
+
+
+def test_a_component_of_another_kind_is_named_as_such():
+    registry = PluginHost(autoload=False).registry()
+    with pytest.raises(UnknownComponentError) as info:
+        registry.get("encoder", "core.in-batch")
+    assert str(info.value) == "'core.in-batch' is a sampler, not an encoder"
+    assert any("available encoders: " in h and "core.shared" in h for h in info.value.hints)
+    with pytest.raises(UnknownComponentError, match="^'core.cosine' is a scorer, not a loss$"):
+        registry.get("loss", "core.cosine")
+
+
+def _installed_plugin(root: Path) -> None:
+    """Distribution cl-my-plugin with entry point my-plugin (a plugin that registers nothing)."""
+    (root / "my_plugin_mod.py").write_text("")
+    info = root / "cl_my_plugin-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cl-my-plugin\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text("[cl_core]\nmy-plugin = my_plugin_mod\n")
+
+
+def test_plugins_check_refuses_a_name_nothing_installed_has(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cl_core import cli
+
+    _installed_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    runner = CliRunner()
+    typo = runner.invoke(cli.main, ["plugins", "check", "my_plugin"])
+    assert typo.exit_code == 1
+    lines = typo.output.splitlines()
+    assert lines[0] == ("error: no installed plugin or distribution 'my_plugin'; did you mean 'my-plugin' or "
+                        "'cl-my-plugin'?")
+    assert lines[1].startswith("  installed: ") and "my-plugin (cl-my-plugin)" in lines[1]
+    assert "core (cl-core)" in lines[1] and len(lines) == 2  # nothing was checked
+    for name in ("my-plugin", "cl-my-plugin", "core"):
+        ok = runner.invoke(cli.main, ["plugins", "check", name])
+        assert ok.exit_code == 0, ok.output
+    core = runner.invoke(cli.main, ["plugins", "check", "core"]).output.splitlines()
+    assert core and all(line.startswith("ok ") and " core." in line for line in core)
+
+
+def test_plugins_check_says_how_to_install_a_first_party_plugin():
+    host = PluginHost(autoload=False)
+    with pytest.raises(PluginError) as info:
+        host.check_known(["core", "imagebind", "cl-coca", "nothing-like-it"])
+    lines = str(info.value).splitlines()
+    assert lines[:3] == ["no installed plugin or distribution 'imagebind'; install it with: pip install cl-imagebind",
+                         "no installed plugin or distribution 'cl-coca'; install it with: pip install cl-coca",
+                         "no installed plugin or distribution 'nothing-like-it'"]
+    assert lines[3] == "  installed: core (cl-core)"
+
+
+def test_the_cli_prints_cl_warnings_as_one_plain_line(capsys):
+    import warnings
+
+    from cl_core import cli
+    from cl_core.errors import EvaluationWarning
+
+    with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+        warnings.simplefilter("always")
+        cli._plain_plugin_warnings()
+        warnings.warn(EvaluationWarning("zero-shot: split 'test' has no labels or class names; skipped"))
+    # one line: no "file.py:110: UserWarning:" prefix and no echo of the warnings.warn source line
+    assert capsys.readouterr().err == "warning: zero-shot: split 'test' has no labels or class names; skipped\n"

@@ -87,10 +87,15 @@ def test_unreachable_hub_and_offline_mode(fake_hub, run_dir, toy_host, monkeypat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(HubError, match="cannot be reached .*ConnectError"):
+    with pytest.raises(HubError, match="cannot be reached .*ConnectError") as pushed:
         push_to_hub(run_dir, "tester/toy", token=HUB_TOKEN)
-    with pytest.raises(HubError, match="cannot be reached"):
+    # the cache cannot help a push: say so instead of suggesting offline mode
+    assert str(pushed.value).endswith("check the network connection and HF_ENDPOINT, then push again (a push "
+                                      "needs the Hub itself; HF_HUB_OFFLINE cannot help)")
+    assert "to use the cache" not in str(pushed.value)
+    with pytest.raises(HubError, match="cannot be reached") as pulled:
         from_pretrained("tester/toy", host=toy_host)
+    assert str(pulled.value).endswith("or set HF_HUB_OFFLINE=1 to use the cache")
 
     monkeypatch.setenv("HF_ENDPOINT", fake_hub.endpoint)
     push_to_hub(run_dir, "tester/toy", token=HUB_TOKEN)

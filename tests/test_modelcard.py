@@ -80,3 +80,22 @@ def test_usage_notes_speak_once_per_module_and_follow_a_push():
     assert notes == ["use query from path/to/this/folder"]
     card = "pipeline = from_pretrained(\"path/to/this/folder\")\n" + notes[0]
     assert modelcard.with_source(card, "org/name").endswith("use query from org/name")
+
+
+def test_counts_are_not_listed_as_metrics_but_stay_in_the_results_table(toy_spec, toy_host):
+    from cl_core.spec import load_spec
+
+    spec = load_spec(toy_spec(epochs=1)[0], toy_host.registry())
+    results = {"nsp/heldout/accuracy": 0.75, "nsp/heldout/count": 512.0, "simlex/spearman": 0.3,
+               "simlex/pairs": 998.0, "simlex/oov": 2.0, "analogy/30k/accuracy": 0.5, "analogy/30k/asked": 90.0,
+               "analogy/30k/correct": 45.0, "analogy/30k/skipped": 10.0, "my/heldout/query_count": 7.0,
+               "retrieval/heldout/i2t_mean_rank": 3.0}
+    header = modelcard.metadata(spec, results)
+    listed = header[header.index("metrics:") + 1:header.index("model-index:")]
+    assert listed == ['- "analogy/30k/accuracy"', '- "nsp/heldout/accuracy"',
+                      '- "retrieval/heldout/i2t_mean_rank"', '- "simlex/spearman"']
+    indexed = [line.split('"')[1] for line in header if line.startswith("    - type: ")]
+    assert indexed == ["analogy/30k/accuracy", "nsp/heldout/accuracy", "retrieval/heldout/i2t_mean_rank",
+                       "simlex/spearman"]
+    card = modelcard.render(spec, results=results, training={}, provenance={})
+    assert "| nsp/heldout/count | 512.0000 |" in card and "| simlex/oov | 2.0000 |" in card

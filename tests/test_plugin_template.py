@@ -88,3 +88,18 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path):
         new_plugin("ok-name", tmp_path)
     result = CliRunner().invoke(cli.main, ["plugins", "new", "Bad Name", "--dir", str(tmp_path)])
     assert result.exit_code == 1 and "must be lowercase" in result.output and "Traceback" not in result.output
+
+
+def test_next_steps_printed_agree_with_the_generated_readme_and_the_docs(tmp_path):
+    from cl_core.scaffold import NEXT_STEPS
+
+    result = CliRunner().invoke(cli.main, ["plugins", "new", NAME, "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    printed = result.output.split("next:\n", 1)[1].splitlines()
+    assert printed == [f"  cd {tmp_path / NAME}", *(f"  {step}" for step in NEXT_STEPS)]
+    assert '  pip install -e ".[testing]"' in printed  # the testing extra: the pytest step needs it
+    readme = (tmp_path / NAME / "README.md").read_text()
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "plugins" / "writing.md").read_text()
+    for text in (readme, docs):
+        commands = [line.split("#")[0].strip() for line in text.splitlines()]
+        assert all(step in commands for step in NEXT_STEPS), [s for s in NEXT_STEPS if s not in commands]

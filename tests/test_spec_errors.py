@@ -29,7 +29,7 @@ def _bad(path, old: str, new: str) -> None:
 CASES = {
     "unknown component": ('type = "core.clip"', 'type = "core.clipp"', "loss.type: unknown loss 'core.clipp'; did you mean 'core.clip'"),
     "misspelt parameter": ("batch_size = 16", "batch_sise = 16", "sampler.batch_sise: unknown parameter for sampler 'core.in-batch'; did you mean 'batch_size'?"),
-    "wrong value type": ("lr = 0.01", 'lr = "fast"', "trainer.lr: expected number, got string 'fast'"),
+    "wrong value type": ("lr = 0.01", 'lr = "fast"', 'trainer.lr: expected number, got string "fast"'),
     "missing table": ('[loss]\ntype = "core.clip"\n', "", "loss: required table missing"),
     "invalid TOML": ("[trainer]", "[trainer", "invalid TOML"),
     "negative batch size": ("batch_size = 16", "batch_size = -4", "sampler.batch_size: must be > 0: -4"),
@@ -144,3 +144,102 @@ def test_spec_show_applies_set_overrides(toy_spec, run_cli):
     result = run_cli("spec", "show", str(path), "--set", "trainer.lr=0.5")
     assert result.exit_code == 0, result.output
     assert "lr = 0.5" in result.output and "lr = 0.01" not in result.output
+
+
+TWO_EVALUATORS = '[[evaluate]]\ntype = "toy.alignment"\n[[evaluate]]\ntype = "toy.alignment"\n'
+
+
+def test_set_reaches_entries_of_arrays_of_tables(toy_spec, toy_host):
+    path, _ = toy_spec(TWO_EVALUATORS)
+    spec = load_spec(path, toy_host.registry(),
+                     overrides=parse_overrides(['evaluate[1].splits=["test"]', 'evaluate.0.splits=["val"]']))
+    assert [ref.params.splits for ref in spec.evaluate] == [("val",), ("test",)]
+    whole = load_spec(path, toy_host.registry(),
+                      overrides=parse_overrides(['evaluate[1]={type = "toy.alignment", splits = []}']))
+    assert [ref.params.splits for ref in whole.evaluate] == [("heldout",), ()]
+
+
+@pytest.mark.parametrize("item,message", [
+    ("evaluate[2].splits=[]", "evaluate[2].splits: index 2 is out of range: 'evaluate' has 2 entries "
+                              "(indexes 0 to 1)"),
+    ("evaluate.7.splits=[]", "evaluate.7.splits: index 7 is out of range"),
+    ("evaluate.splits=[]", "evaluate.splits: 'evaluate' is an array with 2 entries (indexes 0 to 1): pick one "
+                           "with evaluate[N]"),
+    ("trainer[0].lr=1", "trainer[0].lr: 'trainer' is not an array"),
+    ("trainer.lr.x=1", "trainer.lr.x: 'trainer.lr' is not a table"),
+    ("evaluate[0]splits=1", "evaluate[0]splits: expected a key like trainer.lr or evaluate[0].max_pairs"),
+])
+def test_set_paths_that_cannot_be_applied_are_named(toy_spec, toy_host, item, message):
+    path, _ = toy_spec(TWO_EVALUATORS)
+    with pytest.raises(SpecError) as info:
+        load_spec(path, toy_host.registry(), overrides=parse_overrides([item]))
+    assert info.value.source == "--set"
+    assert message in str(info.value)
+
+
+def test_problems_in_set_values_name_the_set_not_the_file(toy_spec, run_cli):
+    path, _ = toy_spec(TWO_EVALUATORS)
+    _bad(path, "lr = 0.01", "lr = -1.0")  # a problem in the file itself: no --set hint
+    result = run_cli("spec", "show", str(path), "--set", "trainer.epochs=abc", "--set", 'evaluate[1].splits="x"',
+                     "--set", 'sampler.batch_size="16"')
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].endswith("run.toml: 4 problems")
+
+    def hint_after(problem: str) -> str:
+        return lines[lines.index(problem) + 1]
+
+    assert hint_after('  trainer.epochs: expected integer, got string "abc"') == \
+        "      the value comes from --set trainer.epochs=abc"
+    assert hint_after('  evaluate[1].splits: expected array of string, got string "x"') == \
+        "      the value comes from --set evaluate[1].splits=x"
+    # a string that would be an integer bare is shown quoted, as it must be typed to give a string
+    assert hint_after('  sampler.batch_size: expected integer, got string "16"') == \
+        '      the value comes from --set sampler.batch_size="16"'
+    lr = next(i for i, line in enumerate(lines) if line.startswith("  trainer.lr:"))
+    assert lr == len(lines) - 1 or not lines[lr + 1].startswith("      the value comes from"), lines
+
+
+def test_a_cross_field_problem_names_the_set_that_changed_its_table(toy_spec, toy_host):
+    path, _ = toy_spec()
+    with pytest.raises(SpecError) as info:
+        load_spec(path, toy_host.registry(), overrides=parse_overrides(["scorer.temperature=0.001"]))
+    problem = info.value.problems[0]
+    assert problem.path == "scorer"
+    assert problem.hints[0] == "a value in it comes from --set scorer.temperature=0.001"
+
+
+def test_values_in_spec_errors_are_spelled_as_toml(toy_spec, toy_host):
+    path, _ = toy_spec()
+    with pytest.raises(SpecError) as info:
+        load_spec(path, toy_host.registry(),
+                  overrides=parse_overrides(["trainer.epochs=true", "trainer.precision=fp61"]))
+    text = str(info.value)
+    assert "trainer.epochs: expected integer, got boolean true" in text
+    assert ('trainer.precision: expected one of "auto", "fp32", "bf16", "fp16", got string "fp61"; '
+            'did you mean "fp16"?') in text
+    assert "True" not in text and "'" not in text.split("\n", 1)[1]
+
+
+def test_components_and_parameter_hints_show_defaults_as_toml(run_cli):
+    import attrs
+
+    from cl_core.spec.structure import param_signature
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        name: str | None = None
+        ids: tuple[int, ...] = ()
+        betas: tuple[float, float] = (0.9, 0.98)
+        flag: bool = True
+        mode: str = "auto"
+        size: int = attrs.field()
+
+    assert param_signature(Params) == ('name: string = (not set), ids: array of integer = [], betas: array of '
+                                       'number = [0.9, 0.98], flag: boolean = true, mode: string = "auto", '
+                                       'size: integer = required')
+    result = run_cli("components", "--kind", "trainer")
+    assert result.exit_code == 0, result.output
+    assert "betas: array of number = [0.9, 0.98]" in result.output
+    assert "max_steps: integer = (not set)" in result.output and "eval_on_start: boolean = false" in result.output
+    assert "None" not in result.output and "(0.9, 0.98)" not in result.output and "True" not in result.output

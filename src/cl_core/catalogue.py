@@ -12,12 +12,11 @@ import re
 from collections.abc import Iterable
 
 import attrs
-import tomli_w
 from attrs import frozen
 
 from .registry import KIND_HOOKS, Registered, Registry
-from .spec import CONVERTER, _drop_none
 from .spec.structure import type_name
+from .spec.text import toml_value
 
 KIND_TABLES = {"dataset": "[data]", "sampler": "[sampler]", "encoder": "[encoders.<role>]", "scorer": "[scorer]",
                "loss": "[loss]", "decoder": "[decoder]", "evaluator": "[[evaluate]]",
@@ -62,19 +61,6 @@ def summary_line(docstring: str | None) -> str:
     """First paragraph of a docstring, on one line."""
     text = inspect.cleandoc(docstring or "").split("\n\n", 1)[0]
     return " ".join(text.split())
-
-
-def toml_value(value: object) -> str:
-    """A default as inline TOML (``[0.9, 0.98]``, ``"auto"``, ``true``)."""
-    plain = _drop_none(CONVERTER.unstructure(value))
-    if isinstance(plain, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in plain) + "]"
-    if isinstance(plain, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in plain.items()) + " }"
-    try:
-        return tomli_w.dumps({"v": plain}).strip().removeprefix("v = ")
-    except (TypeError, ValueError):
-        return repr(plain)
 
 
 def fields(params: type) -> list[FieldDoc]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import CheckpointError
+from .errors import CheckpointError, indented_list
 
 STATE_KEY = "cl_state"
 
@@ -103,6 +103,59 @@ def save_checkpoint(
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(state)}))
 
 
+def read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of the safetensors file ``path``, read from its header without loading a tensor.
+
+    Opening checks that the header is whole and that the tensors it lists fit in the file, so a truncated
+    file is caught here, cheaply, before a run builds its data.
+
+    Raises:
+        CheckpointError: ``path`` does not exist, or is not a readable safetensors file (truncated, corrupt).
+    """
+    from safetensors import safe_open
+
+    if not Path(path).is_file():
+        raise CheckpointError(f"no checkpoint to resume from: {path} does not exist (the run stopped before its "
+                              "first checkpoint; start it again with `cl train`)")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # SafetensorError, OSError: the file is damaged, say so without a traceback
+        raise CheckpointError(f"cannot read {path}: {exc} (a damaged checkpoint cannot be resumed)") from exc
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The non-tensor state :func:`save_checkpoint` wrote (``progress``, optimizer, scheduler, scaler).
+
+    Raises:
+        CheckpointError: missing or unreadable file, or not a checkpoint written by :func:`save_checkpoint`.
+    """
+    meta = read_metadata(path)
+    if STATE_KEY not in meta:
+        raise CheckpointError(f"{path} is not a cl checkpoint (no '{STATE_KEY}' metadata)")
+    try:
+        return json.loads(meta[STATE_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"cannot read {path}: its '{STATE_KEY}' metadata is not JSON ({exc})") from exc
+
+
+def model_mismatches(model: torch.nn.Module, saved: Mapping[str, torch.Tensor]) -> list[str]:
+    """One line per tensor where ``saved`` (model state, keys without the ``model.`` prefix) and ``model``
+    disagree: missing, unexpected, or of another shape. Empty when ``model`` can load ``saved`` strictly."""
+    expected = model.state_dict()
+    lines = [f"missing:    {k}" for k in sorted(set(expected) - set(saved))]
+    lines += [f"unexpected: {k}" for k in sorted(set(saved) - set(expected))]
+    lines += [f"shape:      {k}: checkpoint {list(saved[k].shape)}, pipeline {list(expected[k].shape)}"
+              for k in sorted(set(expected) & set(saved)) if saved[k].shape != expected[k].shape]
+    return lines
+
+
+def _incompatible(path: Path, what: str, details: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} does not fit the pipeline the spec builds ({what}): the change to the spec (or to its plugins) "
+        f"is incompatible with the checkpoint; resume without it, or start a new run with it\n{details}")
+
+
 def load_checkpoint(
     path: Path,
     *,
@@ -111,24 +164,30 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None,
 ) -> dict[str, Any]:
-    """Restore everything :func:`save_checkpoint` wrote; returns the ``progress`` mapping."""
-    from safetensors import safe_open
+    """Restore everything :func:`save_checkpoint` wrote; returns the ``progress`` mapping.
 
-    if not Path(path).is_file():
-        raise CheckpointError(f"no checkpoint to resume from: {path} does not exist")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if STATE_KEY not in meta:
-        raise CheckpointError(f"{path} is not a cl checkpoint (no '{STATE_KEY}' metadata)")
-    state = json.loads(meta[STATE_KEY])
-    tensors = load_file(str(path))
+    Nothing is loaded unless every model tensor matches by name and shape.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a cl checkpoint; or the pipeline (built from a
+            changed spec) has other tensors, shapes or trainable parameters than the checkpoint.
+    """
+    state = read_state(path)
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # damaged after the header (read_state checked that much)
+        raise CheckpointError(f"cannot read {path}: {exc} (a damaged checkpoint cannot be resumed)") from exc
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(model_state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not match the pipeline: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    mismatches = model_mismatches(model, model_state)
+    if mismatches:
+        n = len(mismatches)
+        raise _incompatible(path, f"{n} model tensor{'s' if n != 1 else ''} differ{'s' if n == 1 else ''}",
+                            indented_list(mismatches, limit=5))
+    model.load_state_dict(model_state, strict=True)
+    try:
+        optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    except ValueError as exc:  # torch: parameter groups of other sizes (a tower frozen or unfrozen)
+        raise _incompatible(path, "the trainable parameters differ", f"  {exc}") from exc
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

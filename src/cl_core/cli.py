@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,11 +30,29 @@ def user_errors(func):
         try:
             return func(*args, **kwargs)
         except ClError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            _fail("interrupted; a run can be continued with `cl train --resume RUN`")
+            _fail(_with_notes(str(exc), exc))
+        except KeyboardInterrupt as exc:  # a stopped run's note says whether and how to resume it
+            _fail(_with_notes("interrupted", exc))
+        except BrokenPipeError as exc:  # `cl train ... | head`: the reader left; stop like any Unix command
+            _silence_stdout()
+            _fail(_with_notes("standard output was closed (piped into a command that exited)", exc))
 
     return wrapper
+
+
+def _with_notes(message: str, exc: BaseException) -> str:
+    """``message`` and the notes added to ``exc`` on its way up (what a stopped run left behind)."""
+    return "\n".join([message, *getattr(exc, "__notes__", ())])
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after a broken pipe, so that Python's flush at exit does not fail again and
+    print "Exception ignored ... BrokenPipeError"."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real file descriptor (a test runner's captured stream)
+        pass
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,18 +64,19 @@ def main(traceback: bool) -> None:
 
 
 def _plain_plugin_warnings() -> None:
-    """Show a plugin that failed to load as one ``warning: ...`` line, without the source line of the
+    """Show cl's own warnings to users (:class:`~cl_core.errors.ClWarning`: a plugin that failed to load, an
+    evaluation that was skipped) as one ``warning: ...`` line, without the source line of the
     ``warnings.warn`` call that Python's default format adds; other warnings keep that format."""
     import warnings
 
-    from .errors import PluginLoadWarning
+    from .errors import ClWarning
 
     default = warnings.showwarning
     if getattr(default, "plain_plugin_warnings", False):  # already installed (several commands in one process)
         return
 
     def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
-        if issubclass(category, PluginLoadWarning):
+        if issubclass(category, ClWarning):
             click.echo(click.style("warning: ", fg="yellow", bold=True) + str(message), err=True)
         else:
             default(message, category, filename, lineno, file, line)
@@ -94,7 +114,11 @@ def train(spec: Path | None, overrides: tuple[str, ...], resume: Path | None) ->
         raise click.UsageError("give a SPEC file or --resume RUN")
     result = run_train(spec, overrides=_overrides(overrides), resume=resume, host=_host(),
                        log=lambda m: click.echo(m, err=False))
-    click.echo(f"done: {result.run_dir} ({result.steps} steps, {result.seconds:.0f} s)")
+    try:
+        click.echo(f"done: {result.run_dir} ({result.steps} steps, {result.seconds:.0f} s)")
+    except BrokenPipeError as exc:  # `cl train ... | head`: say that the run itself is whole
+        exc.add_note(f"the run is complete: `cl eval {result.run_dir}` shows its results")
+        raise
 
 
 @main.command(name="eval")
@@ -247,24 +271,27 @@ def plugins_list(as_json: bool) -> None:
 def plugins_new(name: str, parent: Path) -> None:
     """Create a plugin package NAME (encoder, loss, example data, contract tests) that installs and passes
     the contract kit as it is."""
-    from .scaffold import names, new_plugin
+    from .scaffold import NEXT_STEPS, names, new_plugin
 
     target = new_plugin(name, parent)
     values = names(name)
     click.echo(f"created {values['distribution']} in {target}")
     click.echo(f"  components: {name}.mlp (encoder), {name}.margin-nce (loss), {name}.pairs (dataset)")
-    click.echo(f"next:\n  cd {target}\n  pip install -e .\n  cl plugins list\n  pytest\n"
-               "  cl train specs/example.toml")
+    click.echo("next:\n" + "".join(f"  {step}\n" for step in (f"cd {target}", *NEXT_STEPS)), nl=False)
 
 
 @plugins.command(name="check")
 @click.argument("distributions", nargs=-1)
 @user_errors
 def plugins_check(distributions: tuple[str, ...]) -> None:
-    """Load plugins strictly and resolve every lazy factory (imports the heavy modules)."""
+    """Load plugins strictly and resolve every lazy factory (imports the heavy modules).
+
+    DISTRIBUTIONS (entry-point or distribution names, e.g. clip or cl-clip) limit the check; an unknown name
+    is an error."""
     from .plugins import PluginHost
 
     host = PluginHost(strict=True)
+    host.check_known(distributions)
     problems = 0
     for entry in host.registry():
         if distributions and entry.distribution not in distributions and entry.plugin not in distributions:

@@ -112,5 +112,21 @@ class CheckpointError(ClError):
     """A run directory cannot be resumed (missing or inconsistent checkpoint)."""
 
 
-class PluginLoadWarning(UserWarning):
+class TrainingDivergedError(ClError, FloatingPointError):
+    """Training produced a non-finite loss, embedding or weight (a learning rate too high, no gradient
+    clipping, too low a precision); the message names the step and what to change. Still a
+    ``FloatingPointError``, which the component checks raise, for code that catches that."""
+
+
+class ClWarning(UserWarning):
+    """Base class of every warning cl gives a user on purpose; the CLI prints it as one ``warning: ...`` line
+    (no source location), and Python's default filter shows each message once."""
+
+
+class PluginLoadWarning(ClWarning):
     """A plugin failed to load and was skipped (lenient mode)."""
+
+
+class EvaluationWarning(ClWarning):
+    """An evaluator skipped a split or left a metric out because it would say nothing (an empty split, one
+    class only, a K no smaller than the number of candidates)."""

@@ -128,9 +128,19 @@ def explain(exc: BaseException, *, action: str, ref: RepoRef, url: str) -> str:
     network = next((e for e in chain if _is_network(e)), None)
     if network is not None or isinstance(exc, hf.LocalEntryNotFoundError):
         reason = f"{type(network).__name__}: {network}" if network is not None else "no connection"
-        return (f"{what}: the Hub cannot be reached ({reason}); check the network connection and HF_ENDPOINT, "
-                "or set HF_HUB_OFFLINE=1 to use the cache")
+        return f"{what}: the Hub cannot be reached ({reason}); {_unreachable_remedy(action)}"
     return f"{what}: {type(exc).__name__}: {_server_message(exc)}"
+
+
+def _unreachable_remedy(action: str) -> str:
+    """What to do when the Hub cannot be reached: only a download can fall back on the cache (offline mode);
+    a push or a listing needs the Hub itself."""
+    check = "check the network connection and HF_ENDPOINT"
+    if action == "download":
+        return f"{check}, or set HF_HUB_OFFLINE=1 to use the cache"
+    if action == "push to":
+        return f"{check}, then push again (a push needs the Hub itself; HF_HUB_OFFLINE cannot help)"
+    return check
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 The header (YAML between ``---`` lines) carries ``library_name: cl``, tags (``cl``, the plugins used), the
 dataset component, the metric names and a ``model-index`` with the run's results, so the Hub shows them.
+Entries that count things (pairs evaluated, questions asked, words out of vocabulary: see :func:`is_count`)
+are not scores of the model, so the header leaves them out; the results table in the body keeps them.
 The body lists the components, training facts, results, how to load the weights and the resolved spec.
 """
 
@@ -36,8 +38,22 @@ def plugins_of(spec: PipelineSpec) -> list[str]:
     return sorted({ref.type.split(".")[0] for ref in refs})
 
 
+#: Last parts of result names that count things rather than score the model: ``nsp/<split>/count`` (pairs
+#: evaluated), word2vec's ``<set>/pairs`` and ``<set>/oov`` (pairs used and skipped) and
+#: ``analogy/<N>/correct``, ``asked`` and ``skipped``. A new evaluator names its counts ``.../count`` or
+#: ``..._count``.
+COUNT_NAMES = frozenset({"count", "pairs", "oov", "correct", "asked", "skipped"})
+
+
+def is_count(name: str) -> bool:
+    """Whether the result ``name`` is a count (see :data:`COUNT_NAMES`), which the Hub metadata leaves out."""
+    last = name.rsplit("/", 1)[-1]
+    return last in COUNT_NAMES or last.endswith("_count")
+
+
 def metadata(spec: PipelineSpec, results: Mapping[str, float], *, name: str = "cl-model") -> list[str]:
-    """The YAML metadata lines (without the ``---`` fences)."""
+    """The YAML metadata lines (without the ``---`` fences); counts (:func:`is_count`) are not metrics."""
+    results = {key: value for key, value in results.items() if not is_count(key)}
     lines = ["library_name: cl", "pipeline_tag: feature-extraction",
              *_yaml_list("tags", ["cl", "contrastive-learning", *plugins_of(spec)]),
              *_yaml_list("datasets", [spec.data.type]), *_yaml_list("metrics", sorted(results))]

@@ -19,7 +19,7 @@ import pluggy
 from attrs import frozen
 
 from . import hookspecs
-from .errors import PluginConflictError, PluginLoadError, PluginLoadWarning
+from .errors import PluginConflictError, PluginError, PluginLoadError, PluginLoadWarning, did_you_mean
 from .registry import KIND_HOOKS, ComponentInfo, MissingPlugin, Registered, Registry
 
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
@@ -192,6 +192,21 @@ class PluginHost:
     def statuses(self) -> tuple[PluginStatus, ...]:
         return tuple(self._statuses.values())
 
+    def check_known(self, names: Iterable[str]) -> None:
+        """Check that each of ``names`` is the entry-point or distribution name of a plugin this host knows
+        (loaded, failed or blocked), so a typo in ``cl plugins check NAME`` is not a silent pass.
+
+        Raises:
+            PluginError: for the unknown names, each with a did-you-mean, and the installed choices.
+        """
+        choices = {s.entry_point: s.distribution for s in self._statuses.values()}
+        known = set(choices) | {d for d in choices.values() if d}
+        unknown = [name for name in names if name not in known]
+        if unknown:
+            installed = ", ".join(f"{ep} ({dist})" if dist else ep for ep, dist in sorted(choices.items()))
+            raise PluginError("\n".join([*(_unknown_plugin(name, known) for name in unknown),
+                                         f"  installed: {installed}"]))
+
     def registry(self) -> Registry:
         """The registry of all loaded plugins (cached until another plugin is registered)."""
         if self._registry is None:
@@ -211,6 +226,16 @@ class PluginHost:
                     )
             self._registry = Registry(entries, missing)
         return self._registry
+
+
+def _unknown_plugin(name: str, known: Iterable[str]) -> str:
+    """One line about a name no installed plugin has: a did-you-mean, or how to install a first-party one."""
+    line = f"no installed plugin or distribution {name!r}"
+    first_party = {**FIRST_PARTY, **{dist: dist for dist in FIRST_PARTY.values()}}
+    if name in first_party:
+        return f"{line}; install it with: pip install {first_party[name]}"
+    mean = did_you_mean(name, known)
+    return f"{line}; {mean}" if mean else line
 
 
 def _version(dist: str) -> str | None:

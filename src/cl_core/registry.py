@@ -119,6 +119,10 @@ class Registry:
     def by_plugin(self, plugin: str) -> tuple[Registered, ...]:
         return tuple(e for e in self._by_key.values() if e.plugin == plugin)
 
+    def _kind_of(self, name: str) -> str | None:
+        """The kind ``name`` is registered as (the first in build order), or None."""
+        return next((kind for kind in KIND_HOOKS if (kind, name) in self._by_key), None)
+
     def get(self, kind: str, name: str) -> Registered:
         """Look a component up; raises :class:`UnknownComponentError` with suggestions and hints."""
         try:
@@ -146,8 +150,16 @@ class Registry:
         hints = []
         if available:
             hints.append(f"available {kind}s: {', '.join(available)}")
+        other = self._kind_of(name)
+        if other is not None:  # a real component in the wrong table: "unknown" would send them looking for a typo
+            raise UnknownComponentError(kind, name, f"'{name}' is {_a(other)} {other}, not {_a(kind)} {kind}", hints)
         mean = did_you_mean(name, available)
         message = f"unknown {kind} '{name}'" + (f"; {mean}" if mean else "")
         if not NAME_RE.match(name):
             hints.insert(0, "component names look like '<plugin>.<name>', e.g. 'core.cosine'")
         raise UnknownComponentError(kind, name, message, hints)
+
+
+def _a(word: str) -> str:
+    """The indefinite article of ``word`` (component kinds: "an encoder", "a sampler")."""
+    return "an" if word[:1] in "aeiou" else "a"

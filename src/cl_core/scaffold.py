@@ -21,6 +21,12 @@ from .registry import NAME_RE
 
 TEMPLATE_SUFFIX = ".tmpl"
 
+#: What to run in the new package, in order: printed by ``cl plugins new`` and shown by the generated
+#: README and docs/plugins/writing.md (a test keeps them equal). ``.[testing]`` brings pytest and the
+#: contract kit's needs, which the ``pytest`` step runs on.
+NEXT_STEPS = ('pip install -e ".[testing]"', "cl plugins list", "pytest",
+              "cl train specs/example.toml --set trainer.epochs=2")
+
 
 def names(name: str) -> dict[str, str]:
     """Template values for a plugin called ``name`` (entry point ``name``, package ``cl_<name>``).

@@ -182,6 +182,7 @@ class Trainer(TrainingLoop):
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
         self.step = 0
+        self.step_lr = 0.0  # the learning rate of the last optimizer step (logged as "lr")
         self.epoch = 0
         self.micro = 0  # next micro-batch index within the epoch
         # Under torchrun each rank trains on its share of every batch; losses gather across ranks, gradients
@@ -196,26 +197,61 @@ class Trainer(TrainingLoop):
 
     # -- state ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        """Write the checkpoint (rank 0). ``total_steps`` is saved too, so that ``cl train --resume`` can tell
+        a finished run before it builds the data.
+
+        Raises:
+            FloatingPointError: the weights are no longer finite (checked on every rank, which hold the same
+                weights): the checkpoint on disk is left as it was, one that can still be resumed.
+        """
+        self._check_weights_finite()
         if self.rank != 0:
             return
         save_checkpoint(
             self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.scaler, progress={"step": self.step, "epoch": self.epoch, "micro": self.micro,
-                                          "eval": self.eval_results, "start_eval": self.start_results},
+                                          "total_steps": self.total_steps, "eval": self.eval_results,
+                                          "start_eval": self.start_results},
         )
 
+    def _check_weights_finite(self) -> None:
+        counts = [(~torch.isfinite(p.detach())).sum() for p in self.pipeline.parameters() if p.is_floating_point()]
+        bad = int(torch.stack(counts).sum()) if counts else 0  # one device sync, not one per tensor
+        if bad:
+            raise FloatingPointError(f"the weights have {bad} non-finite values (NaN or inf) after step {self.step}")
+
     def resume(self) -> None:
-        """Restore the last checkpoint of ``run_dir`` and drop metric lines logged after it."""
+        """Restore the last checkpoint of ``run_dir`` and drop metric lines logged after it.
+
+        The optimizer and schedule keep this spec's hyper-parameters (lr, betas, eps, weight decay), not the
+        checkpoint's, so ``cl train --resume RUN --set trainer.lr=...`` (the way on after a diverged run) takes
+        effect; unchanged values give the same numbers, so a plain resume stays exact.
+
+        Raises:
+            CheckpointError: the checkpoint is missing, unreadable or does not fit the pipeline.
+        """
+        configured = [{k: group[k] for k in ("betas", "eps", "weight_decay")} for group in self.optimizer.param_groups]
         progress = load_checkpoint(
             self.checkpoint_path, model=self.pipeline, optimizer=self.optimizer, scheduler=self.scheduler,
             scaler=self.scaler,
         )
+        self._reapply_hyperparameters(configured)
         self.step, self.epoch, self.micro = progress["step"], progress["epoch"], progress["micro"]
         self.eval_results = dict(progress.get("eval") or {})
         self.start_results = progress.get("start_eval")
         if self.step > self.total_steps:
             raise CheckpointError(f"checkpoint is at step {self.step}, past this run's {self.total_steps} steps")
         self.drop_metrics_after(self.step)
+
+    def _reapply_hyperparameters(self, configured: list[dict[str, Any]]) -> None:
+        """Undo what loading a checkpoint does to the hyper-parameters: ``configured`` (each group's before the
+        load) and the spec's lr as the schedule's base, with the current lr recomputed as LambdaLR does."""
+        groups = self.optimizer.param_groups
+        for group, values in zip(groups, configured):
+            group.update(values, initial_lr=self.spec.lr)
+        self.scheduler.base_lrs = [self.spec.lr] * len(groups)
+        for group, factor in zip(groups, self.scheduler.lr_lambdas):
+            group["lr"] = self.spec.lr * factor(self.scheduler.last_epoch)
 
     # -- loop ----------------------------------------------------------------------------------------
     def _micro_batches(self) -> Iterator[tuple[int, Batch, Any]]:
@@ -248,6 +284,7 @@ class Trainer(TrainingLoop):
             self.start_results = self.evaluate()
             self.pipeline.train()
         started = time.perf_counter()
+        first_step = self.step  # a resumed run reports the steps of this process, not of the whole run
         seen = 0
         running: dict[str, float] = {}
         in_group = 0
@@ -279,8 +316,7 @@ class Trainer(TrainingLoop):
                     if spec.eval_every and self.epoch % spec.eval_every == 0 and self.epoch < spec.epochs:
                         self.evaluate()
                         self.pipeline.train()
-                record = {"step": self.step, "epoch": self.epoch, **running,
-                          "lr": self.scheduler.get_last_lr()[0]}
+                record = {"step": self.step, "epoch": self.epoch, **running, "lr": self.step_lr}
                 scale = getattr(self.pipeline.scorer, "scale", None)
                 if isinstance(scale, torch.Tensor):
                     record["logit_scale"] = float(scale.detach())
@@ -301,7 +337,8 @@ class Trainer(TrainingLoop):
             bar.close()
         elapsed = time.perf_counter() - started
         if seen:
-            self.log(f"trained {self.step} steps in {elapsed:.1f} s ({seen / max(elapsed, 1e-9):.0f} pairs/s)")
+            self.log(f"trained {_steps_done(first_step, self.step)} in {elapsed:.1f} s "
+                     f"({seen / max(elapsed, 1e-9):.0f} pairs/s)")
         results = self.evaluate(plots_dir)
         self.save_checkpoint()
         return results
@@ -320,9 +357,17 @@ class Trainer(TrainingLoop):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        # The rate this step used: after scheduler.step() the groups hold the next step's (0 after the last).
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.pipeline.post_step()
         self.step += 1
+
+
+def _steps_done(first: int, last: int) -> str:
+    """``"192 steps"``, or for a resumed run ``"172 steps (20 -> 192)"``."""
+    done = f"{last - first} step{'s' if last - first != 1 else ''}"
+    return f"{done} ({first} -> {last})" if first else done
 
 
 def build_adamw(params: AdamWParams, ctx: TrainContext) -> Trainer:

@@ -172,3 +172,16 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataError, match="HF_HUB_OFFLINE"):
         encoder("some-org/some-model")
+
+
+def test_building_encoders_leaves_the_environment_alone(tiny_dir, monkeypatch):
+    from cl_bert_nsp.bert import load_bert
+    from cl_bert_nsp.params import BertParams
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    before = dict(os.environ)
+    encoder(tiny_dir).embed(TEXTS)  # tokenizes too
+    load_bert(BertParams(hidden_size=32, layers=2, heads=2, intermediate_size=64, block_size=40))
+    # tokenizer parallelism (and anything else) is the user's choice for the whole process
+    assert dict(os.environ) == before

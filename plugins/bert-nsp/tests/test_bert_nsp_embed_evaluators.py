@@ -15,7 +15,7 @@ import torch
 from cl_bert_nsp import embed_params as ep
 from cl_bert_nsp import evaluators as ev
 from cl_core.components import EvalContext
-from cl_core.errors import DataError
+from cl_core.errors import DataError, EvaluationWarning
 from cl_datasets.params import TextPairsParams
 from cl_datasets.text_pairs import TextPairsDataset
 from cl_datasets.wiki import Document, load_wiki_leads
@@ -181,6 +181,16 @@ def test_retrieval_lexical_embedder_finds_titles_but_not_masked_titles(wiki):
     assert plain["retrieval/recall@10"] > 0.8
     assert masked["retrieval-title-masked/recall@1"] < plain["retrieval/recall@1"] - 0.2
     assert rand["retrieval/recall@1"] < 0.1  # 80 documents: chance is 1/80
+
+
+def test_retrieval_leaves_out_recall_at_k_not_below_the_number_of_documents():
+    docs = [Document(title=f"Title {w}", text=f"Title {w} is a {w} thing.", sentences=(f"Title {w} is a thing.",))
+            for w in ("alpha", "beta", "gamma", "delta")]
+    with pytest.warns(EvaluationWarning, match=r"^bert-nsp.retrieval \(retrieval, 4 documents\): K = 5, 10 not "
+                                               r"reported: with 4 candidates to rank, any model would score 1$"):
+        got = ev.RetrievalEvaluator(ep.RetrievalParams()).measure(FakePipeline(bag_of_words()), "query", docs, 64)
+    assert set(got) == {"recall@1", "mrr@10", "ndcg@10", "map@100"}
+    assert got["recall@1"] == 1.0  # each title shares its own words with its lead only
 
 
 def test_clustering_and_classification_with_topic_oracle(wiki):

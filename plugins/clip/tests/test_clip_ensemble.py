@@ -115,7 +115,7 @@ def test_spec_errors_inside_the_trunk_list_are_located():
     with pytest.raises(SpecError) as info:
         loads_spec(bad, _registry())
     text = str(info.value)
-    assert "encoders.image.trunks[1].variant" in text and "'lite2'" in text
+    assert "encoders.image.trunks[1].variant" in text and '"lite2"' in text
     assert "encoders.image.trunks[0]" in text and "pool_blocks [16] do not exist in EfficientNet-Lite0" in text
 
 

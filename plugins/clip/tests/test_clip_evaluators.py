@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from cl_core.build import BuildContext
 from cl_core.components import Dataset, DataSource, EvalContext
-from cl_core.errors import DataError
+from cl_core.errors import DataError, EvaluationWarning
 from cl_clip import params as P
 from cl_clip.ranking import hit_rate, ranks
 from cl_clip.retrieval import RetrievalEvaluator, build_retrieval
@@ -138,11 +139,12 @@ def test_zero_shot_top1_top5_and_chance_by_hand():
     assert m["zero-shot/test/balanced_top1"] == pytest.approx(2 / 4)
     # "split" candidates: only the 4 labels present compete (class 4, 5 are not candidates)
     zs_split = ZeroShotEvaluator(P.ZeroShotParams(prompts=("{}",)))
-    m2 = zs_split.evaluate(pipe, Data(test=src), CTX)
+    with pytest.warns(EvaluationWarning, match=r"split 'test': K = 5 not reported: with 4 candidates"):
+        m2 = zs_split.evaluate(pipe, Data(test=src), CTX)
     assert m2["zero-shot/test/chance"] == pytest.approx(1 / 4)
     assert m2["zero-shot/test/top1"] == pytest.approx(2 / 4)
-    # image 2 now ranks its class 2 behind only classes 0, 1, 3 -> rank 4: within top 5
-    assert m2["zero-shot/test/top5"] == pytest.approx(1.0)
+    # top5 of 4 candidates would be 1 for any model: left out
+    assert "zero-shot/test/top5" not in m2
     # embedding calls honour ctx.batch_size, and "train" is not evaluated by default
     assert all(bs == 2 for _, _, bs in pipe.calls)
 
@@ -200,10 +202,11 @@ def test_retrieval_pairs_by_hand():
     #      image 2 -> t0 beats t2 and t1 ties it (rank 3, ties count against)
     # t2i: t0 -> image 0 best (1); t1 -> image 0 and 2 beat image 1 (3); t2 -> image 1 beats image 2 (2)
     pipe, data = _retrieval_case(labels=None)
-    m = RetrievalEvaluator(P.RetrievalParams(ks=(1, 2, 3))).evaluate(pipe, data, CTX)
+    with pytest.warns(EvaluationWarning, match="K = 3 not reported: with 3 candidates"):
+        m = RetrievalEvaluator(P.RetrievalParams(ks=(1, 2, 3))).evaluate(pipe, data, CTX)
     assert m["retrieval/test/i2t@1"] == 0.0
     assert m["retrieval/test/i2t@2"] == pytest.approx(1 / 3)
-    assert m["retrieval/test/i2t@3"] == 1.0
+    assert "retrieval/test/i2t@3" not in m and "retrieval/test/t2i@3" not in m  # 3 of 3: a hit for any model
     assert m["retrieval/test/i2t_mean_rank"] == pytest.approx(8 / 3)
     assert m["retrieval/test/i2t_median_rank"] == 3.0
     assert m["retrieval/test/t2i@1"] == pytest.approx(1 / 3)
@@ -228,3 +231,58 @@ def test_retrieval_collapsed_embeddings_score_zero_not_one():
     src = Source([image(i) for i in range(4)], [f"t{i}" for i in range(4)], None, None)
     m = RetrievalEvaluator(P.RetrievalParams(ks=(1,))).evaluate(pipe, Data(test=src), CTX)
     assert m["retrieval/test/i2t@1"] == 0.0 and m["retrieval/test/t2i@1"] == 0.0
+
+
+# -- splits too small to say anything -----------------------------------------------------------------
+def _evaluate_twice(evaluator, pipe, data) -> tuple[list[dict], list[str]]:
+    """Two evaluations (as a run that evaluates every epoch does) under Python's default filter, which a
+    user sees: the results and the messages of the warnings shown."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        results = [evaluator.evaluate(pipe, data, CTX) for _ in range(2)]
+    return results, [str(w.message) for w in caught if issubclass(w.category, EvaluationWarning)]
+
+
+def test_zero_shot_skips_a_split_with_a_single_class_and_warns_once():
+    pipe = FakePipeline([[1, 0], [0, 1], [1, 1]], {"a": [1, 0], "b": [0, 1]})
+    src = Source([image(i) for i in range(3)], ["x"] * 3, [0, 0, 0], ["a", "b"])
+    results, shown = _evaluate_twice(ZeroShotEvaluator(P.ZeroShotParams(prompts=("{}",))), pipe, Data(heldout=src))
+    assert results == [{}, {}]  # top1 = 1.0 for any model: nothing goes into the model card
+    assert shown == ["zero-shot: split 'heldout' has 1 candidate class ('a'): every image would be classified "
+                     "right, so its scores would say nothing; skipped"]
+    # with every class of class_names a candidate, the same split is a real 2-way test (top5 left out)
+    with pytest.warns(EvaluationWarning, match="K = 5 not reported: with 2 candidates"):
+        m = ZeroShotEvaluator(P.ZeroShotParams(prompts=("{}",), classes="all")).evaluate(pipe, Data(heldout=src), CTX)
+    assert set(m) == {"zero-shot/heldout/top1", "zero-shot/heldout/balanced_top1", "zero-shot/heldout/chance"}
+    assert m["zero-shot/heldout/top1"] == pytest.approx(1 / 3)  # image 1 points at "b"; image 2 ties (counts against)
+
+
+def test_zero_shot_without_labels_warns_as_an_evaluation_warning():
+    src = Source([image(0)], ["x"], None, None)
+    with pytest.warns(EvaluationWarning, match="^zero-shot: split 'test' has no labels or class names; skipped$"):
+        assert ZeroShotEvaluator(P.ZeroShotParams()).evaluate(FakePipeline([[1.0]], {}), Data(test=src), CTX) == {}
+
+
+def test_retrieval_skips_a_split_where_every_item_is_correct_and_warns_once():
+    pipe, data = _retrieval_case(labels=[4, 4, 4])
+    results, shown = _evaluate_twice(RetrievalEvaluator(P.RetrievalParams(ks=(1,))), pipe, data)
+    assert results == [{}, {}]
+    assert shown == ["retrieval: split 'test' has a single label (4) and match = \"label\": every query would find "
+                     "a correct item first, so its scores would say nothing; skipped"]
+    # matched by pair, the same three items are a real test: i2t@1 = 0 by hand (see test_retrieval_pairs_by_hand)
+    m = RetrievalEvaluator(P.RetrievalParams(ks=(1,), match="pair")).evaluate(pipe, data, CTX)
+    assert m["retrieval/test/i2t@1"] == 0.0
+    one = Source([image(0)], ["t0"], None, None)
+    with pytest.warns(EvaluationWarning, match="split 'one' has 1 item"):
+        assert RetrievalEvaluator(P.RetrievalParams()).evaluate(pipe, Data(one=one), CTX) == {}
+
+
+def test_retrieval_leaves_out_every_k_not_below_the_gallery_and_warns_once():
+    pipe, data = _retrieval_case(labels=None)
+    results, shown = _evaluate_twice(RetrievalEvaluator(P.RetrievalParams(ks=(1, 2, 5, 10))), pipe, data)
+    assert results[0] == results[1]
+    assert sorted(k for k in results[0] if "@" in k) == ["retrieval/test/i2t@1", "retrieval/test/i2t@2",
+                                                          "retrieval/test/t2i@1", "retrieval/test/t2i@2"]
+    assert results[0]["retrieval/test/t2i@2"] == pytest.approx(2 / 3)
+    assert shown == ["retrieval: split 'test': K = 5, 10 not reported: with 3 candidates to rank, any model "
+                     "would score 1"]

@@ -30,3 +30,30 @@ def test_pretrained_trunk_ranks_paraphrase_above_unrelated():
     # frozen by default: only the projection trains, and embedding twice reuses cached features
     assert not tower.trunk_trains and tower.proj.weight.requires_grad
     assert tower.cache_len == 3
+
+
+@pytest.mark.slow  # loads transformers and 90 MB of weights (about 6 s)
+def test_building_the_tower_reads_the_packaged_files_and_leaves_the_environment_alone(monkeypatch):
+    import os
+    import socket
+
+    from safetensors.torch import load_file
+
+    from cl_clip.pretrained import minilm_dir
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # as in a user's shell: offline mode is not on
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read by huggingface_hub at import time
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("building the MiniLM tower tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    before = dict(os.environ)
+    tower = MiniLM(P.MiniLMParams())
+    # offline mode stays off for the rest of the process (a later from_pretrained("org/name") or push works)
+    assert "HF_HUB_OFFLINE" not in os.environ and dict(os.environ) == before
+    packaged = load_file(str(minilm_dir() / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    assert torch.equal(tower.trunk.embeddings.word_embeddings.weight.detach(), packaged)

@@ -3,11 +3,11 @@
 from .data import Dataset, DataSource
 from .decoder import Decoder
 from .encoder import CandidateSet, Encoder
-from .evaluator import EvalContext, Evaluator
+from .evaluator import EvalContext, Evaluator, reportable_ks, warn_evaluation
 from .loss import Loss
 from .sampler import Sampler
 from .scorer import Scorer
 from .training import TrainContext, TrainingLoop
 
 __all__ = ["CandidateSet", "DataSource", "Dataset", "Decoder", "Encoder", "EvalContext", "Evaluator", "Loss", "Sampler", "Scorer",
-           "TrainContext", "TrainingLoop"]
+           "TrainContext", "TrainingLoop", "reportable_ks", "warn_evaluation"]

@@ -1,13 +1,18 @@
-"""The Evaluator interface: metrics of a trained pipeline on a dataset's evaluation splits."""
+"""The Evaluator interface: metrics of a trained pipeline on a dataset's evaluation splits, and the warnings an
+evaluator gives when a split is too small to say anything."""
 
 from __future__ import annotations
 
 import abc
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from attrs import frozen
+
+from ..errors import EvaluationWarning
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -28,3 +33,29 @@ class Evaluator(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, pipeline: Pipeline, dataset: Dataset, ctx: EvalContext) -> dict[str, float]: ...
+
+
+def warn_evaluation(message: str) -> None:
+    """Tell the user an evaluation was skipped or reduced, as an :class:`~cl_core.errors.EvaluationWarning`:
+    the CLI prints it as one ``warning: ...`` line, and Python's default filter shows each message once (an
+    evaluator that runs every epoch does not repeat it)."""
+    warnings.warn(EvaluationWarning(message), stacklevel=3)
+
+
+def reportable_ks(ks: Iterable[int], candidates: int, what: str) -> list[int]:
+    """The cut-offs of ``ks`` that are below ``candidates``, in order.
+
+    A hit rate (or recall) at K >= the number of candidates is 1 for every query whatever the model does,
+    so it must not be reported as a score; one warning names the K left out.
+
+    Args:
+        ks: the K of each hit@K / recall@K / top-K.
+        candidates: how many items each query ranks (classes, gallery items, documents).
+        what: who is speaking, for the warning (``"zero-shot: split 'test'"``).
+    """
+    ks = list(ks)
+    dropped = [k for k in ks if k >= candidates]
+    if dropped:
+        warn_evaluation(f"{what}: K = {', '.join(map(str, dropped))} not reported: with {candidates} "
+                        f"candidate{'s' if candidates != 1 else ''} to rank, any model would score 1")
+    return [k for k in ks if k < candidates]

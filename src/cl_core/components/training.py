@@ -27,7 +27,10 @@ class TrainContext:
     Attributes:
         pipeline: the built pipeline, with its dataset and sampler, on the CPU: the loop moves it to
             ``device`` (or keeps parts where its own backend runs them, as word2vec's numba loop does).
-        run_dir: the run directory (exists, holds ``spec.toml``); checkpoints and metrics go here.
+        run_dir: the planned run directory (checkpoints and metrics go there). A new run's is created,
+            holding ``spec.toml``, after the loop is built and before ``fit``; an auto-named run that finds
+            the name taken gets a ``-2`` suffix, and the loop's ``run_dir`` attribute is set to the
+            directory created: use that attribute, not this field.
         seed: the run seed (``spec.run.seed``): data order and noise draws derive from it.
         device: where to train.
         callbacks: ``f(loop, step)`` to call after each optimizer step (after any checkpoint).

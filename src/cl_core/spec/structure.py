@@ -17,9 +17,10 @@ from typing import Any
 import attrs
 import cattrs
 
-from ..errors import Problem, UnknownComponentError, did_you_mean
+from ..errors import Problem, UnknownComponentError, did_you_mean, suggest
 from ..registry import Registry
 from .model import ComponentRef
+from .text import toml_value
 
 _NONE = type(None)
 
@@ -31,9 +32,10 @@ def join(path: str, key: str | int) -> str:
 
 
 def describe(value: Any) -> str:
+    """The TOML type of a value and, for a scalar, its TOML spelling (``boolean true``, ``string "abc"``)."""
     names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}
     kind = names.get(type(value), type(value).__name__)
-    shown = repr(value) if not isinstance(value, (dict, list)) else ""
+    shown = toml_value(value) if not isinstance(value, (dict, list)) else ""
     return f"{kind} {shown}".strip()
 
 
@@ -42,7 +44,7 @@ def type_name(tp: Any) -> str:
     if tp is Any:
         return "any value"
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+        return "one of " + ", ".join(toml_value(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
         return " or ".join(type_name(a) for a in typing.get_args(tp) if a is not _NONE)
     if origin in (list, tuple):
@@ -58,14 +60,15 @@ def type_name(tp: Any) -> str:
 
 
 def param_signature(cls: type) -> str:
-    """``name: type = default`` for each field, for "parameters: ..." hints."""
+    """``name: type = default`` for each field (defaults spelled as TOML, ``(not set)`` for none), for
+    "parameters: ..." hints and ``cl components``."""
     attrs.resolve_types(cls)
     parts = []
     for f in attrs.fields(cls):
         default = f.default
         if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
             default = default.factory()
-        shown = "required" if default is attrs.NOTHING else repr(default)
+        shown = "required" if default is attrs.NOTHING else toml_value(default)
         parts.append(f"{f.name}: {type_name(f.type)} = {shown}")
     return ", ".join(parts)
 
@@ -109,8 +112,9 @@ class Structurer:
             choices = typing.get_args(tp)
             if data in choices and type(data) is type(choices[choices.index(data)]):
                 return True, data
-            mean = did_you_mean(str(data), [str(c) for c in choices])
-            self.error(path, f"expected {type_name(tp)}, got {describe(data)}" + (f"; {mean}" if mean else ""))
+            close = [c for c in choices if str(c) in suggest(str(data), [str(c) for c in choices])]
+            mean = "; did you mean " + " or ".join(toml_value(c) for c in close) + "?" if close else ""
+            self.error(path, f"expected {type_name(tp)}, got {describe(data)}{mean}")
             return False, None
         if origin in (list, tuple):
             if not isinstance(data, list):

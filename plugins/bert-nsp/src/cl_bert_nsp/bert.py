@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -325,7 +324,6 @@ def load_bert(params: BertParams, seed: int = 0) -> BertPairEncoder:
         BuildError: missing/pickle-only/non-BERT checkpoint, weights that do not fit the config, a
             tokenizer that does not fit the model, an unreachable Hub id.
     """
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers import BertModel
     from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 

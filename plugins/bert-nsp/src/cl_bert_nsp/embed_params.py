@@ -69,7 +69,8 @@ class RetrievalParams:
             ``"description"`` (the article's short description, e.g. "French painter (1840-1926)"; documents
             without one ask no query) or ``"title-masked"`` (the title, with every occurrence of it removed
             from the leads, case-insensitively).
-        ks: cut-offs of recall@K (default 1, 5, 10).
+        ks: cut-offs of recall@K (default 1, 5, 10). A K >= the number of documents of a split is left out
+            with a warning (every query would find its lead).
         role: encoder role that embeds both sides (default: the spec's first role).
         splits: document splits to evaluate (default: every split except "train").
     """

@@ -23,7 +23,6 @@ weights are read: a folder holding only pickled ``pytorch_model.bin`` is refused
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -167,7 +166,6 @@ class SentenceEncoder(Encoder):
 
     def __init__(self, params: SentenceEncoderParams) -> None:
         super().__init__()
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.params = params
         self.model_path = resolve_model(params.model)
         tokenizer_path = resolve_model(params.tokenizer) if params.tokenizer else self.model_path

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.components import Dataset, DataSource, EvalContext, Evaluator
+from cl_core.components import Dataset, DataSource, EvalContext, Evaluator, reportable_ks
 from cl_core.errors import DataError
 from cl_datasets.wiki import Document
 
@@ -245,7 +245,9 @@ class RetrievalEvaluator(_DocumentEvaluator):
         scores = queries @ corpus.t()
         relevant = torch.zeros_like(scores, dtype=torch.bool)
         relevant[torch.arange(len(pairs)), torch.tensor([i for _, i in pairs])] = True
-        return ranking_metrics(scores, relevant, self.params.ks)
+        # the corpus is every lead: recall@K with K >= its size is 1 for any model
+        ks = reportable_ks(self.params.ks, len(docs), f"bert-nsp.retrieval ({self.task}, {len(docs)} documents)")
+        return ranking_metrics(scores, relevant, ks)
 
 
 def mask_title(text: str, title: str) -> str:

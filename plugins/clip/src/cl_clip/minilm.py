@@ -14,7 +14,6 @@ records nothing for operations whose inputs and weights need no gradient.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -35,7 +34,8 @@ def load_bert(pretrained: bool) -> nn.Module:
     Raises:
         DataError: the packaged files are missing or the weights do not match the config.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the Hub, whatever transformers does
+    # Everything is read from the packaged folder by path, so nothing can reach for the Hub; the process's
+    # HF_HUB_OFFLINE is left alone (setting it would break a later from_pretrained("org/name") or push).
     from safetensors.torch import load_file
     from transformers import BertConfig, BertModel
 

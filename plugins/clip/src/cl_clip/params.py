@@ -351,7 +351,8 @@ class ZeroShotParams:
         text_role: encoder role that embeds the prompts.
         splits: splits to evaluate; default every split except ``"train"``.
         top_k: accuracies to report: ``top<k>`` is the fraction of images whose class is among the
-            ``k`` best (ties count against the model).
+            ``k`` best (ties count against the model). A ``k`` >= the number of candidate classes of a split
+            is left out with a warning (any model would score 1), and a split with one class is skipped.
         examples: example images drawn per split into ``zero-shot-<split>.png`` (0: no plot).
         classes: candidate classes: ``"split"`` = the labels present in the split (chance = 1 / that
             count); ``"all"`` = every entry of the split's ``class_names``.
@@ -383,7 +384,9 @@ class RetrievalParams:
         image_role: encoder role (and data field) of the images.
         text_role: encoder role (and data field) of the texts.
         splits: splits to evaluate; default every split except ``"train"``.
-        ks: the K of each reported hit@K.
+        ks: the K of each reported hit@K. A K >= the number of items of a split is left out with a warning
+            (every query would hit), and a split where every item is correct for every query (one item, or
+            one label with ``match = "label"``) is skipped.
         match: which gallery items are correct: ``"label"`` = every item with the query's label (so a
             caption shared by several images is right for all of them; falls back to ``"pair"`` when
             the split has no labels); ``"pair"`` = only the item of the same example.

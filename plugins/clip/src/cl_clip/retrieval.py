@@ -11,18 +11,22 @@ Reported per split (``K`` from ``ks``):
   one right caption at rank 1 gives hit@1 = 1 but IR recall 0.2.
 * ``i2t_mean_rank``, ``t2i_mean_rank``, ``i2t_median_rank``, ``t2i_median_rank``: rank of the best
   correct item (1 = first). Ties count against the model (see :mod:`cl_clip.ranking`).
+
+A K >= the number of gallery items would be a hit for every query: it is left out, with a warning. A split
+with fewer than 2 items, or (``match = "label"``) whose items all share one label, is skipped with a
+warning: every item would be correct for every query. Warnings are
+:class:`~cl_core.errors.EvaluationWarning` (one ``warning: ...`` line in the CLI).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from cl_core.components import Dataset, EvalContext, Evaluator
+from cl_core.components import Dataset, EvalContext, Evaluator, reportable_ks, warn_evaluation
 
 from .evaluation import check_roles, embed_field, select_splits
 from .params import RetrievalParams
@@ -69,21 +73,38 @@ class RetrievalEvaluator(Evaluator):
         metrics: dict[str, float] = {}
         for split, source in select_splits(dataset, p.splits):
             if len(source) == 0:
-                warnings.warn(f"retrieval: split {split!r} is empty; skipped", stacklevel=2)
+                warn_evaluation(f"retrieval: split {split!r} is empty; skipped")
                 continue
-            images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
-            texts = embed_field(pipeline, p.text_role, source, p.text_role, ctx.batch_size)
             labels = None
             if p.match == "label" and source.labels is not None:
                 labels = torch.as_tensor(np.asarray(source.labels, dtype=np.int64))
+            if _trivial(split, len(source), labels):
+                continue
+            ks = reportable_ks(p.ks, len(source), f"retrieval: split {split!r}")
+            images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
+            texts = embed_field(pipeline, p.text_role, source, p.text_role, ctx.batch_size)
             prefix = f"retrieval/{split}"
             for direction, q, g in (("i2t", images, texts), ("t2i", texts, images)):
                 rank = retrieval_ranks(q, g, labels)
-                for k in p.ks:
+                for k in ks:
                     metrics[f"{prefix}/{direction}@{k}"] = hit_rate(rank, k)
                 metrics[f"{prefix}/{direction}_mean_rank"] = float(rank.float().mean())
                 metrics[f"{prefix}/{direction}_median_rank"] = float(np.median(rank.numpy()))
         return metrics
+
+
+def _trivial(split: str, size: int, labels: Tensor | None) -> bool:
+    """Whether every gallery item is correct for every query of ``split`` (then warn): under 2 items, or a
+    single label when items of the query's label count."""
+    if size < 2:
+        reason = f"has {size} item"
+    elif labels is not None and int(labels.unique().numel()) < 2:
+        reason = f"has a single label ({int(labels[0])}) and match = \"label\""
+    else:
+        return False
+    warn_evaluation(f"retrieval: split {split!r} {reason}: every query would find a correct item first, so its "
+                    "scores would say nothing; skipped")
+    return True
 
 
 def build_retrieval(params: RetrievalParams, ctx) -> RetrievalEvaluator:

@@ -13,11 +13,16 @@ CuPL (Pratt et al., 2023). Only class texts change; the images and the model are
 Metrics per split (every split but ``"train"`` by default):
 
 * ``zero-shot/<split>/top<k>``: fraction of images whose class ranks within the first k (ties count
-  against the model, see :mod:`cl_clip.ranking`); k >= number of classes gives 1.
+  against the model, see :mod:`cl_clip.ranking`). A k >= the number of candidate classes would be 1 for
+  any model: it is left out, with a warning.
 * ``zero-shot/<split>/balanced_top1``: top-1 averaged per class (CLIP_benchmark's mean per-class recall).
 * ``zero-shot/<split>/chance``: 1 / number of candidate classes.
 * ``zero-shot/<split>/names/top<k>``: with ``descriptions = true``, the same accuracies with class names
   alone, so the effect of the descriptions is on record.
+
+A split with fewer than 2 candidate classes (e.g. a held-out split whose images share one label, with
+``classes = "split"``) is skipped with a warning: every score would be trivially perfect. Warnings are
+:class:`~cl_core.errors.EvaluationWarning` (one ``warning: ...`` line in the CLI).
 
 With a plots folder it also writes ``zero-shot-<split>.png``: example images with their five most
 probable classes (probabilities = softmax of the scorer's logit scale times the cosines; scale 100
@@ -26,7 +31,6 @@ when the scorer has none) and the true class marked.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -34,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.components import Dataset, DataSource, EvalContext, Evaluator
+from cl_core.components import Dataset, DataSource, EvalContext, Evaluator, reportable_ks, warn_evaluation
 from cl_core.errors import DataError
 
 from .evaluation import check_roles, embed_field, field_items, logit_scale, select_splits
@@ -77,7 +81,7 @@ class ZeroShotEvaluator(Evaluator):
             message = f"zero-shot: split {split!r} has no labels or class names"
             if self.params.splits is not None:
                 raise DataError(message)
-            warnings.warn(message + "; skipped", stacklevel=3)
+            warn_evaluation(message + "; skipped")
             return None
         labels = np.asarray(source.labels, dtype=np.int64)
         n_names = len(source.class_names)
@@ -92,8 +96,7 @@ class ZeroShotEvaluator(Evaluator):
         descriptions = None
         if self.params.descriptions:
             if source.class_descriptions is None:
-                warnings.warn(f"zero-shot: split {split!r} has no class_descriptions; class names only",
-                              stacklevel=3)
+                warn_evaluation(f"zero-shot: split {split!r} has no class_descriptions; class names only")
             else:
                 descriptions = [tuple(source.class_descriptions[c]) for c in class_ids]
         return [str(source.class_names[c]) for c in class_ids], descriptions, target
@@ -103,12 +106,15 @@ class ZeroShotEvaluator(Evaluator):
         metrics: dict[str, float] = {}
         for split, source in select_splits(dataset, p.splits):
             if len(source) == 0:
-                warnings.warn(f"zero-shot: split {split!r} is empty; skipped", stacklevel=2)
+                warn_evaluation(f"zero-shot: split {split!r} is empty; skipped")
                 continue
             classes = self._classes(split, source)
             if classes is None:
                 continue
             names, descriptions, target = classes
+            if _too_few_classes(split, names):
+                continue
+            top_k = reportable_ks(p.top_k, len(names), f"zero-shot: split {split!r}")
             sums = self._prompt_sums(pipeline, names, ctx.batch_size, descriptions)
             weights = F.normalize(sums.sum(dim=0), dim=-1)
             images = embed_field(pipeline, p.image_role, source, p.image_role, ctx.batch_size)
@@ -117,7 +123,7 @@ class ZeroShotEvaluator(Evaluator):
             correct = F.one_hot(target_t, num_classes=len(names)).bool()
             rank = ranks(logits, correct)
             prefix = f"zero-shot/{split}"
-            for k in p.top_k:
+            for k in top_k:
                 metrics[f"{prefix}/top{k}"] = hit_rate(rank, k)
             top1 = (rank == 1).float()
             counts = torch.bincount(target_t, minlength=len(names)).float()
@@ -127,7 +133,7 @@ class ZeroShotEvaluator(Evaluator):
             metrics[f"{prefix}/chance"] = 1.0 / len(names)
             if descriptions is not None:
                 name_rank = ranks(images @ F.normalize(sums[0], dim=-1).t(), correct)
-                for k in p.top_k:
+                for k in top_k:
                     metrics[f"{prefix}/names/top{k}"] = hit_rate(name_rank, k)
             if ctx.plots_dir is not None and p.examples > 0:
                 self._plot(pipeline, split, source, logits, target, names, ctx)
@@ -149,6 +155,16 @@ class ZeroShotEvaluator(Evaluator):
         ]
         path = ctx.plots_dir / f"zero-shot-{split}.png"
         plot_zero_shot(path, images, rows, title=f"zero-shot, split {split!r}")
+
+
+def _too_few_classes(split: str, names: list[str]) -> bool:
+    """Whether ``split`` has under 2 candidate classes (then warn): every image would be classified right."""
+    if len(names) >= 2:
+        return False
+    warn_evaluation(f"zero-shot: split {split!r} has {len(names)} candidate class{'' if len(names) == 1 else 'es'} "
+                    f"({', '.join(map(repr, names))}): every image would be classified right, so its scores would "
+                    "say nothing; skipped")
+    return True
 
 
 def build_zero_shot(params: ZeroShotParams, ctx) -> ZeroShotEvaluator:
