@@ -218,7 +218,7 @@ def test_the_cli_prints_cl_warnings_as_one_plain_line(capsys):
 
     with warnings.catch_warnings():  # restores warnings.showwarning afterwards
         warnings.simplefilter("always")
-        cli._plain_plugin_warnings()
+        cli._plain_cl_warnings()
         warnings.warn(EvaluationWarning("zero-shot: split 'test' has no labels or class names; skipped"))
     # one line: no "file.py:110: UserWarning:" prefix and no echo of the warnings.warn source line
     assert capsys.readouterr().err == "warning: zero-shot: split 'test' has no labels or class names; skipped\n"

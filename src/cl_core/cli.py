@@ -60,10 +60,10 @@ def _silence_stdout() -> None:
 @click.version_option(package_name="cl-core", prog_name="cl")
 def main(traceback: bool) -> None:
     """cl: contrastive representation learning from plugins."""
-    _plain_plugin_warnings()
+    _plain_cl_warnings()
 
 
-def _plain_plugin_warnings() -> None:
+def _plain_cl_warnings() -> None:
     """Show cl's own warnings to users (:class:`~cl_core.errors.ClWarning`: a plugin that failed to load, an
     evaluation that was skipped) as one ``warning: ...`` line, without the source line of the
     ``warnings.warn`` call that Python's default format adds; other warnings keep that format."""

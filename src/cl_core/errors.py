@@ -7,7 +7,7 @@ without a traceback. Nothing here imports torch.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from attrs import field, frozen
 
@@ -17,12 +17,13 @@ def suggest(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
-    """A "did you mean 'x'?" phrase, or None when nothing is close."""
+def did_you_mean(word: str, choices: Iterable[str], show: Callable[[str], str] = repr) -> str | None:
+    """A "did you mean 'x'?" phrase, or None when nothing is close; ``show`` spells each match (``repr`` by
+    default; spec messages spell them as TOML)."""
     close = suggest(word, choices)
     if not close:
         return None
-    return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return "did you mean " + " or ".join(show(c) for c in close) + "?"
 
 
 def indented_list(lines: Sequence[str], limit: int = 20) -> str:

@@ -201,10 +201,15 @@ def _checkpoint_step(checkpoint: Path, total: int) -> str:
         return ""
 
 
+def _kept(run_dir: Path, trainer: TrainingLoop) -> str:
+    """``"<run_dir> keeps its checkpoint at step 20 of 192"``: the start of both notes on a kept run."""
+    return f"{run_dir} keeps its checkpoint{_checkpoint_step(trainer.checkpoint_path, trainer.total_steps)}"
+
+
 def _stopped_note(run_dir: Path, trainer: TrainingLoop, kept: bool, restart: str) -> str:
     """What a run that stopped early (Ctrl-C, a closed pipe, a crash) left behind, and what to do next."""
     if kept:
-        return (f"{run_dir} keeps its checkpoint{_checkpoint_step(trainer.checkpoint_path, trainer.total_steps)}: "
+        return (f"{_kept(run_dir, trainer)}: "
                 f"continue the run with `cl train --resume {run_dir}`")
     return (f"{run_dir} was removed: it stopped before its first checkpoint, so there was nothing to resume; "
             f"the run must be restarted: {restart}")
@@ -227,7 +232,7 @@ def _diverged(exc: FloatingPointError, trainer: TrainingLoop, spec: PipelineSpec
         hints.append("set trainer.precision = 'fp32'")
     try_ = hints[0] if len(hints) == 1 else ", ".join(hints[:-1]) + " or " + hints[-1]
     if kept:
-        where = (f"{run_dir} keeps its checkpoint{_checkpoint_step(trainer.checkpoint_path, trainer.total_steps)}: "
+        where = (f"{_kept(run_dir, trainer)}: "
                  f"resume it with a lower learning rate: `cl train --resume {run_dir} {lower}`")
     else:
         where = (f"{run_dir} was removed: no checkpoint had been written, so there was nothing to resume; "

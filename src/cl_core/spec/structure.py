@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import cattrs
 
-from ..errors import Problem, UnknownComponentError, did_you_mean, suggest
+from ..errors import Problem, UnknownComponentError, did_you_mean
 from ..registry import Registry
 from .model import ComponentRef
 from .text import toml_value
@@ -112,9 +112,9 @@ class Structurer:
             choices = typing.get_args(tp)
             if data in choices and type(data) is type(choices[choices.index(data)]):
                 return True, data
-            close = [c for c in choices if str(c) in suggest(str(data), [str(c) for c in choices])]
-            mean = "; did you mean " + " or ".join(toml_value(c) for c in close) + "?" if close else ""
-            self.error(path, f"expected {type_name(tp)}, got {describe(data)}{mean}")
+            spelled = {str(c): toml_value(c) for c in choices}
+            mean = did_you_mean(str(data), spelled, show=spelled.__getitem__)
+            self.error(path, f"expected {type_name(tp)}, got {describe(data)}" + (f"; {mean}" if mean else ""))
             return False, None
         if origin in (list, tuple):
             if not isinstance(data, list):
