@@ -31,8 +31,14 @@ def _cases():
     from cl_core._builtin.supcon import SupConLoss
 
     cosine = lambda: CosineScorer(temperature=0.2, learn_temperature=True)
+    cosine_1 = lambda: _shape_1(cosine(), "logit_scale")
     return {
         "clip": (ClipLoss, cosine, 8, 0, False, False),
+        "clip-scale-shape-1": (ClipLoss, cosine_1, 8, 0, False, False),
+        "clip-tiled-scale-shape-1": (lambda: ClipLoss(implementation="tiled", tile_mb=1e-4), cosine_1, 8, 0, False,
+                                     False),
+        "siglip-bias-shape-1": (lambda: _shape_1(SigLIPLoss(bias_init=-2.0), "logit_bias"), cosine_1, 8, 0, False,
+                                False),
         "clip-uneven": (ClipLoss, cosine, 7, 0, False, False),
         "clip-tiled": (lambda: ClipLoss(implementation="tiled", tile_mb=1e-4), cosine, 8, 0, False, False),
         "info-nce-hard-labels": (lambda: InfoNCELoss(symmetric=True, label_aware=True), cosine, 8, 1, True, False),
@@ -50,6 +56,14 @@ def _cases():
         "negative-sampling": (NegativeSamplingLoss, DotScorer, 8, 0, False, False),
         "memory-queue": (lambda: MemoryQueueLoss(size=12, dim=WIDTH, label_aware=True), cosine, 8, 0, True, False),
     }
+
+
+def _shape_1(module, name: str):
+    """``module`` with its scalar parameter ``name`` replaced by one of shape [1] (what a save/load round trip
+    of a 0-dim array can give)."""
+    old = getattr(module, name)
+    setattr(module, name, torch.nn.Parameter(old.detach().reshape(1).clone(), requires_grad=old.requires_grad))
+    return module
 
 
 def _inputs(batch: int, extra: int):

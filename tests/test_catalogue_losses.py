@@ -70,8 +70,8 @@ def test_tiled_never_saves_a_score_matrix():
 
 def test_auto_implementation_tiles_above_the_threshold(monkeypatch):
     calls = []
-    real = losses_module.tiled_logsumexp
-    monkeypatch.setattr(losses_module, "tiled_logsumexp", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = losses_module.tiled_cross_entropy
+    monkeypatch.setattr(losses_module, "tiled_cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
     q, k, t = torch.randn(20, 4), torch.randn(20, 4), Targets(positive=torch.arange(20))
     ClipLoss(tiled_above=401).compute(q, k, CosineScorer(), t)
     assert not calls
@@ -349,3 +349,117 @@ def test_energy_api_on_every_scorer():
         assert torch.equal(scorer.argmin(q, k), energy.argmin(1))
         with pytest.raises(ValueError, match="beta"):
             scorer.log_prob(q, k, beta=0)
+
+
+# -- tiled accuracy on saturated batches, scale shapes, exact float64 scale --------------------------------
+
+
+def _saturated(n, d, noise, seed):
+    """Unit vectors and their slightly moved copies: every positive far above its negatives."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, d, generator=g)
+    k = q + noise * torch.randn(n, d, generator=g)
+    return torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(k, dim=1)
+
+
+def _loss_and_grads(q, k, temperature, dtype, implementation, symmetric):
+    """Value, d/d log s and the embedding gradients; the logit scale is the float32 one in every dtype, so
+    the float64 run is the exact loss of the float32 inputs."""
+    scorer = DotScorer(temperature, learn_temperature=True)
+    log_scale = scorer.logit_scale.detach().clone()
+    scorer = scorer.to(dtype)
+    with torch.no_grad():
+        scorer.logit_scale.copy_(log_scale)
+    q, k = q.to(dtype).clone().requires_grad_(), k.to(dtype).clone().requires_grad_()
+    loss = InfoNCELoss(symmetric=symmetric, implementation=implementation, tile_mb=0.25)  # 128 rows a block
+    out = loss.compute(q, k, scorer, Targets(positive=torch.arange(q.shape[0])))
+    out.value.backward()
+    return out.value.item(), scorer.logit_scale.grad.item(), torch.cat([q.grad, k.grad]).double()
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("n,d,noise,temperature,tol_value,tol_grad", [
+    # loss ~3e-3 (a well-trained batch): measured over 5 seeds at most 3.3e-7 (value), 4.1e-7 (d/d log s),
+    # 2.7e-6 (embedding gradients); the former sum-of-lse minus sum-of-positives form: 4.7e-4 and 1.1e-4,
+    # and the direct form 1.1e-5 and 3.3e-5
+    (256, 16, 0.1, 0.05, 3e-6, 2e-5),
+    # loss ~1e-8 (saturated): measured at most 3.6e-6, 4.9e-6, 8.5e-6; the former form 100% off (its
+    # value is float32 rounding noise of two sums of ~25,000) and d/d log s 93x off; the direct form 17%, 53%
+    (512, 32, 0.1, 0.02, 5e-5, 1e-4),
+])
+def test_tiled_float32_keeps_its_accuracy_on_a_saturated_batch(symmetric, n, d, noise, temperature, tol_value,
+                                                               tol_grad):
+    """The tiled form adds each row's (lse - positive), formed relative to the positive, so a batch whose
+    positives are far above every negative keeps float32's relative accuracy in the value and d/d log s."""
+    for seed in range(2):
+        q, k = _saturated(n, d, noise, seed)
+        value64, dlogs64, grads64 = _loss_and_grads(q, k, temperature, torch.float64, "direct", symmetric)
+        value, dlogs, grads = _loss_and_grads(q, k, temperature, torch.float32, "tiled", symmetric)
+        assert value == pytest.approx(value64, rel=tol_value)
+        assert dlogs == pytest.approx(dlogs64, rel=tol_value)
+        assert ((grads - grads64).norm() / grads64.norm()).item() < tol_grad
+
+
+def test_tiled_row_term_is_exact_zero_when_nothing_competes():
+    """One candidate per row: every loss is exactly 0 (log 1), not the rounding noise of lse - positive."""
+    from cl_core._builtin.tiled import tiled_cross_entropy
+
+    a, b = torch.randn(5, 3) * 30, torch.randn(1, 3) * 30
+    row, col = tiled_cross_entropy(a, b, torch.tensor(100.0), torch.zeros(5, dtype=torch.long), budget_mb=1e-5)
+    assert row.item() == 0.0 and col.item() == 0.0
+
+
+@pytest.mark.parametrize("implementation", ["direct", "tiled"])
+@pytest.mark.parametrize("symmetric", [False, True])  # tiled: gradients formed in forward / in backward
+def test_a_logit_scale_of_shape_1_works_like_a_scalar(implementation, symmetric):
+    """A [1] parameter (a 0-dim array after some save/load round trips) gives the loss and gradients of the
+    0-dim one, its gradient keeping shape [1]; the tiled backward used to fail in addmm_ (TypeError)."""
+    g = torch.Generator().manual_seed(2)
+    q0, k0 = torch.randn(40, 6, generator=g), torch.randn(40, 6, generator=g)
+    results = []
+    for shape in ((), (1,)):
+        scorer = CosineScorer(0.07)
+        scorer.logit_scale = torch.nn.Parameter(scorer.logit_scale.detach().reshape(shape).clone())
+        q, k = q0.clone().requires_grad_(), k0.clone().requires_grad_()
+        loss = InfoNCELoss(symmetric=symmetric, implementation=implementation, tile_mb=1e-3)  # several blocks
+        out = loss.compute(q, k, scorer, Targets(positive=torch.arange(40)))
+        out.value.backward()
+        assert scorer.scale.shape == () and scorer.logit_scale.grad.shape == shape
+        results.append((out.value, q.grad, k.grad, scorer.logit_scale.grad.reshape(())))
+    for scalar, shaped in zip(*results):
+        torch.testing.assert_close(shaped, scalar, rtol=0, atol=0)
+
+
+def test_a_scale_with_more_than_one_element_is_a_clear_error():
+    from cl_core._builtin.tiled import tiled_cross_entropy
+
+    scorer = CosineScorer(0.07)
+    scorer.logit_scale = torch.nn.Parameter(torch.zeros(2))
+    with pytest.raises(ValueError, match=r"logit_scale must hold one number \(shape \[\] or \[1\]\), got shape \[2\]"):
+        scorer.score(torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"scale must have one element"):
+        tiled_cross_entropy(torch.randn(2, 3), torch.randn(2, 3), torch.ones(2), torch.arange(2))
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.05, 0.1, 0.03, 0.01])
+def test_float64_scorer_holds_the_exact_log_scale_and_float32_is_unchanged(temperature):
+    """float32 keeps float32(log(1/T)) bit for bit; .double() before training gives log(1/T) in float64
+    (it used to be the float32 value widened: 0.9e-9 to 1.4e-8 off relative for these T)."""
+    exact = math.log(1.0 / temperature)
+    assert torch.tensor(exact, dtype=torch.float32).double().item() != exact  # the old float64 value was off
+    float32 = CosineScorer(temperature)
+    assert float32.logit_scale.dtype == torch.float32
+    assert float32.logit_scale.item() == torch.tensor(exact, dtype=torch.float32).item()
+    assert CosineScorer(temperature).double().logit_scale.item() == exact
+    nested = torch.nn.ModuleDict({"scorer": DotScorer(temperature)}).to(torch.float64)  # through a parent
+    assert nested["scorer"].logit_scale.item() == exact
+    assert nested["scorer"].scale.item() == pytest.approx(1.0 / temperature, rel=1e-15)
+    assert CosineScorer(temperature).double().float().logit_scale.item() == float32.logit_scale.item()
+
+
+def test_a_trained_logit_scale_is_converted_as_it_is():
+    scorer = CosineScorer(0.07)
+    with torch.no_grad():
+        scorer.logit_scale.add_(0.25)  # an optimizer step
+    trained = scorer.logit_scale.item()
+    assert scorer.double().logit_scale.item() == trained  # widened exactly, not reset to log(1/0.07)

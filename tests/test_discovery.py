@@ -13,7 +13,7 @@ import pytest
 
 from cl_core.errors import PluginConflictError, PluginError, PluginLoadError, UnknownComponentError
 from cl_core.plugins import FIRST_PARTY, PluginHost, hookimpl
-from cl_core.registry import ComponentInfo
+from cl_core.registry import ComponentInfo, plural
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,8 +154,8 @@ def test_registry_toml_agrees_with_entry_points_and_registrations():
         for e in registry.by_plugin(name):
             registered[e.kind].add(e.name)
         for kind, names in registered.items():
-            plural = {"loss": "losses"}.get(kind, kind + "s")
-            assert set(meta.get(plural, [])) == names, f"{name}: registry.toml {kind}s differ from registrations"
+            assert set(meta.get(plural(kind), [])) == names, \
+                f"{name}: registry.toml {plural(kind)} differ from registrations"
 
 
 def test_a_component_of_another_kind_is_named_as_such():
@@ -222,3 +222,63 @@ def test_the_cli_prints_cl_warnings_as_one_plain_line(capsys):
         warnings.warn(EvaluationWarning("zero-shot: split 'test' has no labels or class names; skipped"))
     # one line: no "file.py:110: UserWarning:" prefix and no echo of the warnings.warn source line
     assert capsys.readouterr().err == "warning: zero-shot: split 'test' has no labels or class names; skipped\n"
+
+
+def test_plugins_list_columns_fit_long_distribution_names(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cl_core import cli
+
+    (tmp_path / "lp_mod.py").write_text("")
+    info = tmp_path / "cl_a_rather_long_distribution_name-10.20.30.dev4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cl-a-rather-long-distribution-name\n"
+                                   "Version: 10.20.30.dev4\n")
+    (info / "entry_points.txt").write_text("[cl_core]\nlp = lp_mod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = PluginHost()
+    monkeypatch.setattr(cli, "_host", lambda: host)
+    result = CliRunner().invoke(cli.main, ["plugins", "list"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines() if not line.startswith(" ")]
+    assert ["lp", "cl-a-rather-long-distribution-name", "10.20.30.dev4", "loaded"] in rows
+    lines = [line for line in result.output.splitlines() if not line.startswith(" ")]
+    for column in (1, 2, 3):  # distribution, version and state each start at one offset on every row
+        starts = {line.index(" " + row[column] + " " if column < 3 else " " + row[column]) for line, row in
+                  zip(lines, rows)}
+        assert len(starts) == 1, (column, result.output)
+
+
+def test_plugins_check_reports_every_broken_plugin_and_factory(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cl_core import cli
+
+    _fake_distribution(tmp_path, "broken_a", "raise ImportError('needs the moon')\n")
+    _fake_distribution(tmp_path, "broken_b", "raise RuntimeError('needs the sun')\n")
+    _fake_distribution(tmp_path, "badfactory", textwrap.dedent("""
+        import attrs
+        from cl_core.plugins import hookimpl
+        from cl_core.registry import ComponentInfo
+
+        @attrs.frozen
+        class P:
+            pass
+
+        @hookimpl
+        def cl_encoders():
+            yield ComponentInfo(name="badfactory.one", params=P, factory="no_such_module_here:build", summary="s")
+            yield ComponentInfo(name="badfactory.two", params=P, factory="json:no_such_attr", summary="s")
+            yield ComponentInfo(name="badfactory.fine", params=P, factory="json:dumps", summary="s")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(cli.main, ["plugins", "check", "broken_a", "broken_b", "badfactory"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert "FAIL  plugin    broken_a (broken_a 0.0.1) failed to load: ImportError: needs the moon" in lines
+    assert "FAIL  plugin    broken_b (broken_b 0.0.1) failed to load: RuntimeError: needs the sun" in lines
+    assert any(line.startswith("FAIL  encoder   badfactory.one: ModuleNotFoundError") for line in lines)
+    assert any(line.startswith("FAIL  encoder   badfactory.two: AttributeError") for line in lines)
+    assert "ok    encoder   badfactory.fine" in lines
+    assert lines[-1] == "error: 2 plugins failed to load (broken_a, broken_b); 2 components failed to resolve"
+    assert "Traceback" not in result.output

@@ -377,10 +377,12 @@ def test_paths_that_are_not_run_directories(toy_spec, toy_host, run_cli, tmp_pat
     path, _ = toy_spec()
     with pytest.raises(CheckpointError, match=r"nonexist does not exist \(give a run directory"):
         train(resume=tmp_path / "nonexist", host=toy_host)
-    for command in (["train", "--resume", path], ["eval", path]):
-        result = run_cli(*command)
-        assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-        assert f"error: {path} is a file, not a run directory; to train from a spec file: `cl train {path}`" \
-            in result.output
+    result = run_cli("train", "--resume", path)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert f"error: {path} is a file, not a run directory; to train from a spec file: `cl train {path}`" \
+        in result.output
+    result = run_cli("eval", path)  # a spec file is evaluated only when it has nothing to train
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "this spec trains: `cl train` it, then `cl eval` the run directory it writes" in result.output
     result = run_cli("eval", tmp_path / "nonexist")
     assert result.exit_code == 1 and "nonexist does not exist" in result.output

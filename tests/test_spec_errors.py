@@ -30,7 +30,7 @@ CASES = {
     "unknown component": ('type = "core.clip"', 'type = "core.clipp"', "loss.type: unknown loss 'core.clipp'; did you mean 'core.clip'"),
     "misspelt parameter": ("batch_size = 16", "batch_sise = 16", "sampler.batch_sise: unknown parameter for sampler 'core.in-batch'; did you mean 'batch_size'?"),
     "wrong value type": ("lr = 0.01", 'lr = "fast"', 'trainer.lr: expected number, got string "fast"'),
-    "missing table": ('[loss]\ntype = "core.clip"\n', "", "loss: required table missing"),
+    "missing table": ('[loss]\ntype = "core.clip"\n', "", "loss: nothing to train: the spec has no [loss] and no [[objective]]"),
     "invalid TOML": ("[trainer]", "[trainer", "invalid TOML"),
     "negative batch size": ("batch_size = 16", "batch_size = -4", "sampler.batch_size: must be > 0: -4"),
 }
@@ -243,3 +243,37 @@ def test_components_and_parameter_hints_show_defaults_as_toml(run_cli):
     assert "betas: array of number = [0.9, 0.98]" in result.output
     assert "max_steps: integer = (not set)" in result.output and "eval_on_start: boolean = false" in result.output
     assert "None" not in result.output and "(0.9, 0.98)" not in result.output and "True" not in result.output
+
+
+def test_every_kind_is_spelt_in_the_plural_where_its_components_are_listed(toy_spec, toy_host, run_cli):
+    from cl_core.catalogue import reference_page
+    from cl_core.registry import KIND_HOOKS, plural
+
+    assert [plural(kind) for kind in KIND_HOOKS] == [hook.removeprefix("cl_") for hook in KIND_HOOKS.values()]
+    assert (plural("loss"), plural("encoder"), plural("plugin"), plural("class")) == \
+        ("losses", "encoders", "plugins", "classes")
+    path, _ = toy_spec()
+    _bad(path, 'type = "core.clip"', 'type = "core.clipp"')
+    unknown = run_cli("spec", "validate", str(path))
+    assert "available losses: core.clip, " in unknown.output and "losss" not in unknown.output
+    _bad(path, '[loss]\ntype = "core.clipp"\n', "[loss]\n")
+    untyped = run_cli("spec", "validate", str(path))
+    assert "loss.type: missing: name the loss to use" in untyped.output
+    assert "available losses: core.clip, " in untyped.output and "losss" not in untyped.output
+    page = reference_page(toy_host.registry())
+    assert "## Losses `[loss]`" in page and "## Encoders `[encoders.<role>]`" in page and "Losss" not in page
+
+
+def test_components_wraps_parameters_to_the_terminal_width_and_keeps_every_one(run_cli, toy_host, monkeypatch):
+    from cl_core.spec.structure import param_parts
+
+    monkeypatch.setenv("COLUMNS", "72")
+    result = run_cli("components")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 72  # the trainer's parameters alone ran past 600 characters
+    assert all(line.startswith("    ") for line in lines if " = " in line)  # parameter lines are indented
+    flat = " ".join(result.output.split())
+    for entry in toy_host.registry():
+        for part in param_parts(entry.info.params):
+            assert " ".join(part.split()) in flat, part

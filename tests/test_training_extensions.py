@@ -1,4 +1,4 @@
-"""Pluggable training loops, candidate sets, encoder auxiliary losses, gradient caching, mixed-source batches."""
+"""Pluggable training loops, candidate sets, several objectives, gradient caching, mixed-source batches."""
 
 from __future__ import annotations
 
@@ -15,24 +15,24 @@ from torch import Tensor, nn
 from cl_core._builtin.losses import InfoNCELoss
 from cl_core._builtin.samplers import InBatchSampler
 from cl_core._builtin.scorers import CosineScorer, DotScorer
-from cl_core.components import CandidateSet, DataSource, Encoder, TrainingLoop
+from cl_core._builtin.objectives import ContrastiveObjective
+from cl_core.components import CandidateSet, DataSource, EncodedBatch, Encoder, Objective, PreparedBatch, TrainingLoop
 from cl_core.errors import DataError, SpecError
 from cl_core.pipeline import Pipeline
 from cl_core.plugins import PluginHost, hookimpl
 from cl_core.registry import ComponentInfo
 from cl_core.runs import train
 from cl_core.spec import load_spec
+from cl_core.types import Batch, LossOutput
 
 
 class DropoutMLP(Encoder):
-    """A small encoder with dropout (so gradient caching must replay the RNG) and an auxiliary loss."""
+    """A small encoder with dropout (so gradient caching must replay the RNG)."""
 
-    def __init__(self, dim_in: int = 6, dim: int = 5, aux: bool = False):
+    def __init__(self, dim_in: int = 6, dim: int = 5):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim_in, 16), nn.Dropout(0.3), nn.Linear(16, dim))
         self.dim = dim
-        self.aux = aux
-        self._aux: dict[str, Tensor] = {}
 
     @property
     def embed_dim(self) -> int:
@@ -42,14 +42,20 @@ class DropoutMLP(Encoder):
         return {"x": torch.as_tensor(np.stack(items), dtype=torch.float32)}
 
     def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        out = self.net(inputs["x"])
-        if self.aux and self.training:
-            self._aux = {"norm": out.pow(2).mean()}
-        return out
+        return self.net(inputs["x"])
 
-    def auxiliary_losses(self) -> dict[str, Tensor]:
-        aux, self._aux = self._aux, {}
-        return aux
+
+class SquaredNorm(Objective):
+    """A second objective over one role's embeddings: their mean squared entry (a stand-in for a regulariser)."""
+
+    embeddings_only = True
+
+    def __init__(self, role: str, weight: float) -> None:
+        super().__init__()
+        self.roles, self.weight, self.name = (role,), weight, "norm"
+
+    def _compute(self, batch: EncodedBatch) -> LossOutput:
+        return LossOutput(batch.embedding(self.roles[0]).pow(2).mean())
 
 
 class Classes(CandidateSet):
@@ -65,14 +71,24 @@ class Classes(CandidateSet):
         return self.table
 
 
-def _pipeline(encoders: dict[str, Encoder], scorer=None) -> Pipeline:
+def _contrastive(roles, scorer, loss) -> ContrastiveObjective:
+    return ContrastiveObjective(roles, loss, scorer, loss_ref=None, scorer_ref=None,  # type: ignore[arg-type]
+                                own_loss=False, own_scorer=False)
+
+
+def _pipeline(encoders: dict[str, Encoder], scorer=None, extra: Sequence[Objective] = ()) -> Pipeline:
+    scorer, loss = scorer or CosineScorer(temperature=0.1), InfoNCELoss(symmetric=True)
+    roles = tuple(encoders)[:2]
     return Pipeline(spec=None, dataset=None, sampler=None, encoders=encoders,  # type: ignore[arg-type]
-                    scorer=scorer or CosineScorer(temperature=0.1), loss=InfoNCELoss(symmetric=True))
+                    scorer=scorer, loss=loss, objectives=[_contrastive(roles, scorer, loss), *extra])
 
 
-def _prepared(pipeline: Pipeline, rows: int, seed: int = 0) -> dict[str, dict[str, Tensor]]:
+def _prepared(pipeline: Pipeline, rows: int, seed: int = 0, labels: Tensor | None = None) -> PreparedBatch:
     g = torch.Generator().manual_seed(seed)
-    return {role: {"x": torch.randn(rows, 6, generator=g)} for role in pipeline.encoders}
+    inputs = {role: {"x": torch.randn(rows, 6, generator=g)} for role in pipeline.encoders
+              if pipeline.encoder(role).needs_inputs}
+    return PreparedBatch(inputs=inputs, objectives={i: {} for i in range(len(pipeline.objectives))}, labels=labels,
+                         rows=rows)
 
 
 def _grads(pipeline: Pipeline) -> dict[str, Tensor]:
@@ -82,23 +98,22 @@ def _grads(pipeline: Pipeline) -> dict[str, Tensor]:
 @pytest.mark.parametrize("chunk", [1, 3, 8, 64])
 def test_grad_cache_gives_the_direct_loss_and_gradients(chunk):
     torch.manual_seed(0)
-    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
+    pipeline = _pipeline({"a": DropoutMLP(), "b": DropoutMLP()}, extra=[SquaredNorm("a", 0.5)])
     pipeline.train()
     prepared = _prepared(pipeline, 10)
     device = torch.device("cpu")
 
     torch.manual_seed(123)
-    direct = pipeline.training_loss(prepared, None, device)
+    direct = pipeline.training_loss(prepared, device)
     direct.value.backward()
     want = _grads(pipeline)
     pipeline.zero_grad(set_to_none=True)
 
     torch.manual_seed(123)
-    cached = pipeline.grad_cache_backward(prepared, None, device, chunk, scale=lambda v: v)
+    cached = pipeline.grad_cache_backward(prepared, device, chunk, scale=lambda v: v)
     got = _grads(pipeline)
     torch.testing.assert_close(cached.value, direct.value.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(cached.parts["a/norm"],
-                               direct.parts["a/norm"].detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cached.parts["norm"], direct.parts["norm"].detach(), rtol=1e-5, atol=1e-6)
     assert want.keys() == got.keys() and len(want) == 9  # 2 encoders x 2 layers x (weight, bias) + logit scale
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-6, msg=name)
@@ -106,49 +121,72 @@ def test_grad_cache_gives_the_direct_loss_and_gradients(chunk):
 
 def test_grad_cache_scale_is_applied_to_every_gradient():
     torch.manual_seed(0)
-    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
+    pipeline = _pipeline({"a": DropoutMLP(), "b": DropoutMLP()}, extra=[SquaredNorm("a", 0.5)])
     prepared = _prepared(pipeline, 6)
     torch.manual_seed(5)
-    pipeline.grad_cache_backward(prepared, None, torch.device("cpu"), 2, scale=lambda v: v)
+    pipeline.grad_cache_backward(prepared, torch.device("cpu"), 2, scale=lambda v: v)
     once = _grads(pipeline)
     pipeline.zero_grad(set_to_none=True)
     torch.manual_seed(5)
-    pipeline.grad_cache_backward(prepared, None, torch.device("cpu"), 2, scale=lambda v: v * 4)
+    pipeline.grad_cache_backward(prepared, torch.device("cpu"), 2, scale=lambda v: v * 4)
     for name, grad in _grads(pipeline).items():
         torch.testing.assert_close(grad, once[name] * 4, msg=name)
+
+
+def test_grad_cache_refuses_an_objective_that_reads_more_than_embeddings():
+    torch.manual_seed(0)
+    reader = SquaredNorm("a", 1.0)
+    reader.embeddings_only = False
+    pipeline = _pipeline({"a": DropoutMLP(), "b": DropoutMLP()}, extra=[reader])
+    with pytest.raises(ValueError, match="norm read more"):
+        pipeline.grad_cache_backward(_prepared(pipeline, 4), torch.device("cpu"), 2, scale=lambda v: v)
 
 
 def test_candidate_set_is_softmax_cross_entropy_over_its_candidates():
     torch.manual_seed(0)
     encoder, classes = DropoutMLP(dim=4).eval(), Classes(3, 4)
+    scorer, loss = DotScorer(), InfoNCELoss()
     pipeline = Pipeline(spec=None, dataset=None, sampler=None,  # type: ignore[arg-type]
-                        encoders={"q": encoder, "label": classes}, scorer=DotScorer(),
-                        loss=InfoNCELoss())
-    prepared = {"q": {"x": torch.randn(7, 6)}}
+                        encoders={"q": encoder, "label": classes}, scorer=scorer, loss=loss,
+                        objectives=[_contrastive(("q", "label"), scorer, loss)])
+    assert pipeline.input_roles() == ["q"] and pipeline.candidate_set() is classes
     labels = torch.tensor([0, 2, 1, 1, 0, 2, 2])
-    out = pipeline.training_loss(prepared, labels, torch.device("cpu"))
-    logits = encoder.encode(prepared["q"]) @ classes.table.T
+    prepared = _prepared(pipeline, 7, labels=labels)
+    out = pipeline.training_loss(prepared, torch.device("cpu"))
+    logits = encoder.encode(prepared.inputs["q"]) @ classes.table.T
     torch.testing.assert_close(out.value, F.cross_entropy(logits, labels))
     assert classes.embed(torch.tensor([2, 0]).tolist()).shape == (2, 4)
     with pytest.raises(ValueError, match="labels"):
-        pipeline.training_loss(prepared, None, torch.device("cpu"))
+        pipeline.training_loss(_prepared(pipeline, 7), torch.device("cpu"))
     with pytest.raises(IndexError, match=r"\[0, 3\)"):
         classes.prepare([3])
 
 
-def test_auxiliary_losses_are_added_and_logged():
+def test_objectives_are_weighted_summed_and_logged_by_name():
     torch.manual_seed(0)
-    pipeline = _pipeline({"a": DropoutMLP(aux=True), "b": DropoutMLP()})
-    pipeline.eval()  # no dropout; aux only in training mode
-    prepared = _prepared(pipeline, 5)
-    plain = pipeline.training_loss(prepared, None, torch.device("cpu"))
-    assert "a/norm" not in plain.parts
-    pipeline.train()
-    for role in ("a", "b"):
-        pipeline.encoder(role).net[1].p = 0.0  # same embeddings in both modes: only the auxiliary loss differs
-    with_aux = pipeline.training_loss(prepared, None, torch.device("cpu"))
-    torch.testing.assert_close(with_aux.value, plain.value + with_aux.parts["a/norm"])
-    assert pipeline.encoder("a").auxiliary_losses() == {}  # read once
+    pipeline = _pipeline({"a": DropoutMLP(), "b": DropoutMLP()}, extra=[SquaredNorm("a", 0.25)]).eval()
+    out = pipeline.training_loss(_prepared(pipeline, 5), torch.device("cpu"))
+    assert set(out.parts) == {"a-b", "a-b/q2c", "a-b/c2q", "norm"}
+    torch.testing.assert_close(out.value, out.parts["a-b"] + 0.25 * out.parts["norm"])
+    embedding = pipeline.encoder("a").encode(_prepared(pipeline, 5).inputs["a"])
+    torch.testing.assert_close(out.parts["norm"], embedding.pow(2).mean())
+
+
+def test_a_batch_trains_only_the_objectives_whose_roles_it_carries():
+    torch.manual_seed(0)
+    encoders = {"image": DropoutMLP(), "audio": DropoutMLP(), "lineart": DropoutMLP()}
+    scorer, loss = CosineScorer(temperature=0.1), InfoNCELoss(symmetric=True)
+    pipeline = Pipeline(spec=None, dataset=None, sampler=None, encoders=encoders,  # type: ignore[arg-type]
+                        scorer=scorer, loss=loss, objectives=[_contrastive(("image", "audio"), scorer, loss),
+                                                              _contrastive(("image", "lineart"), scorer, loss)])
+    rows = [np.zeros(6, dtype=np.float32)] * 3
+    batch = Batch(inputs={"image": rows, "lineart": rows}, labels=None, indices=torch.arange(3))
+    prepared = pipeline.prepare(batch)
+    assert list(prepared.objectives) == [1] and set(prepared.inputs) == {"image", "lineart"}
+    out = pipeline.eval().training_loss(prepared, torch.device("cpu"))
+    assert set(out.parts) == {"image-lineart", "image-lineart/q2c", "image-lineart/c2q"}
+    with pytest.raises(ValueError, match="trains no objective"):
+        pipeline.prepare(Batch(inputs={"audio": rows}, labels=None, indices=torch.arange(3)))
 
 
 class Grouped(DataSource):
@@ -219,7 +257,7 @@ class CountingLoop(TrainingLoop):
         source = pipeline.dataset.splits()["train"]
         batches = pipeline.sampler.batches(source, generator=torch.Generator().manual_seed(self.seed))
         for _, batch in zip(range(self.total_steps), batches):
-            out = pipeline.training_loss(pipeline.prepare(batch), batch.labels, self.device)
+            out = pipeline.training_loss(pipeline.prepare(batch), self.device)
             out.value.backward()
             self.optimizer.step()
             self.optimizer.zero_grad()

@@ -14,12 +14,12 @@ from collections.abc import Iterable
 import attrs
 from attrs import frozen
 
-from .registry import KIND_HOOKS, Registered, Registry
+from .registry import KIND_HOOKS, Registered, Registry, plural
 from .spec.structure import type_name
 from .spec.text import toml_value
 
 KIND_TABLES = {"dataset": "[data]", "sampler": "[sampler]", "encoder": "[encoders.<role>]", "scorer": "[scorer]",
-               "loss": "[loss]", "decoder": "[decoder]", "evaluator": "[[evaluate]]",
+               "loss": "[loss]", "decoder": "[decoder]", "objective": "[[objective]]", "evaluator": "[[evaluate]]",
                "trainer": "[trainer]"}
 _SECTION = re.compile(r"^(Args|Arguments|Attributes|Returns|Raises|Example|Examples|Note|Notes|Yields):\s*$")
 
@@ -142,6 +142,6 @@ def reference_page(registry: Registry) -> str:
         of_kind = [e for e in entries if e.kind == kind]
         if not of_kind:
             continue
-        parts += [f"## {kind.capitalize()}s `{KIND_TABLES[kind]}`", ""]
+        parts += [f"## {plural(kind).capitalize()} `{KIND_TABLES[kind]}`", ""]
         parts += [component_section(e, 3) for e in of_kind]
     return "\n".join(parts)

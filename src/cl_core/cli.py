@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import click
 
 from .errors import ClError
-from .registry import KIND_HOOKS
+from .registry import KIND_HOOKS, plural
 
 
 def _fail(message: str) -> None:
@@ -53,6 +55,49 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # no real file descriptor (a test runner's captured stream)
         pass
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 plugin``, ``2 plugins``, ``3 losses``."""
+    return f"{n} {noun if n == 1 else plural(noun)}"
+
+
+def _width() -> int:
+    """Columns to wrap listings to: the terminal's (``COLUMNS`` wins), 100 when output is not a terminal."""
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> list[str]:
+    """Each row's cells left-aligned in columns as wide as their widest cell, two spaces apart (the last
+    cell is not padded)."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+
+
+def _wrap_items(items: list[str], indent: str, width: int) -> list[str]:
+    """``items`` separated by ", " and wrapped to ``width``, every line starting with ``indent``; lines break
+    only between items, so each item stays whole on one line unless it alone is wider than a line (then it is
+    wrapped at its own spaces, continued two spaces deeper). Nothing is left out."""
+    lines: list[str] = []
+    line = ""
+    for i, item in enumerate(items):
+        text = item + ("," if i < len(items) - 1 else "")
+        if line and len(indent) + len(line) + 1 + len(text) <= width:
+            line += " " + text
+            continue
+        if line:
+            lines.append(indent + line)
+            line = ""
+        if len(indent) + len(text) <= width:
+            line = text
+        else:
+            lines += textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
+                                   break_long_words=False, break_on_hyphens=False)
+    if line:
+        lines.append(indent + line)
+    return lines
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,7 +171,8 @@ def train(spec: Path | None, overrides: tuple[str, ...], resume: Path | None) ->
 @SET_OPTION
 @user_errors
 def eval_(run: Path, overrides: tuple[str, ...]) -> None:
-    """Evaluate the trained model of RUN with its spec's evaluators."""
+    """Evaluate the trained model of RUN with its spec's evaluators; or build a SPEC file that has nothing to
+    train (e.g. an iterative decoder over saved models) and run its evaluators."""
     from .runs import evaluate_run
 
     evaluate_run(run, host=_host(), overrides=_overrides(overrides), log=click.echo)
@@ -252,11 +298,12 @@ def plugins_list(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
+    # columns as wide as their longest name, so long distribution names keep the table aligned
+    lines = _columns([(r["entry_point"], r["distribution"] or "-", r["version"] or "-", "") for r in rows])
+    for line, row in zip(lines, rows):
         state = row["state"]
         color = {"failed": "red", "blocked": "yellow"}.get(state)
-        click.echo(f"{row['entry_point']:<12} {row['distribution'] or '-':<14} {row['version'] or '-':<8} "
-                   + click.style(state, fg=color))
+        click.echo(line + click.style(state, fg=color))
         if row["error"]:
             click.echo(f"    error: {row['error']}")
         if row["components"]:
@@ -286,15 +333,30 @@ def plugins_new(name: str, parent: Path) -> None:
 def plugins_check(distributions: tuple[str, ...]) -> None:
     """Load plugins strictly and resolve every lazy factory (imports the heavy modules).
 
-    DISTRIBUTIONS (entry-point or distribution names, e.g. clip or cl-clip) limit the check; an unknown name
-    is an error."""
+    Every plugin that fails to load and every factory that fails to resolve is reported, then the command
+    exits 1. DISTRIBUTIONS (entry-point or distribution names, e.g. clip or cl-clip) limit the check; an
+    unknown name is an error."""
+    import warnings
+
+    from .errors import PluginLoadWarning
     from .plugins import PluginHost
 
-    host = PluginHost(strict=True)
+    with warnings.catch_warnings():  # a lenient host records each failure, so one broken plugin hides no other;
+        warnings.simplefilter("ignore", PluginLoadWarning)  # they are reported below and fail the command
+        host = PluginHost()
     host.check_known(distributions)
+
+    def wanted(plugin: str, distribution: str | None) -> bool:
+        return not distributions or plugin in distributions or distribution in distributions
+
+    broken = sorted((s for s in host.statuses() if s.state == "failed" and wanted(s.entry_point, s.distribution)),
+                    key=lambda s: s.entry_point)
+    for status in broken:
+        click.echo(f"FAIL  {'plugin':<9} {status.entry_point} ({status.distribution or '-'} "
+                   f"{status.version or '-'}) failed to load: {status.error}")
     problems = 0
     for entry in host.registry():
-        if distributions and entry.distribution not in distributions and entry.plugin not in distributions:
+        if not wanted(entry.plugin, entry.distribution):
             continue
         try:
             entry.info.load_factory()
@@ -302,8 +364,14 @@ def plugins_check(distributions: tuple[str, ...]) -> None:
         except Exception as exc:  # report every broken factory, then fail
             problems += 1
             click.echo(f"FAIL  {entry.kind:<9} {entry.name}: {type(exc).__name__}: {exc}")
+    failures = []
+    if broken:
+        failures.append(f"{_count(len(broken), 'plugin')} failed to load "
+                        f"({', '.join(s.entry_point for s in broken)})")
     if problems:
-        _fail(f"{problems} component(s) failed to load")
+        failures.append(f"{_count(problems, 'component')} failed to resolve")
+    if failures:
+        _fail("; ".join(failures))
 
 
 @main.command()
@@ -312,19 +380,29 @@ def plugins_check(distributions: tuple[str, ...]) -> None:
 @user_errors
 def components(kind: str | None, as_json: bool) -> None:
     """The catalogue of registered components with their parameters and defaults."""
-    from .spec.structure import param_signature
+    from .spec.structure import param_parts
 
     registry = _host().registry()
     rows = [{"kind": e.kind, "name": e.name, "plugin": e.distribution or e.plugin, "summary": e.info.summary,
-             "params": param_signature(e.info.params)} for e in registry if kind in (None, e.kind)]
+             "params": param_parts(e.info.params)} for e in registry if kind in (None, e.kind)]
     rows.sort(key=lambda r: (r["kind"], r["name"]))
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([{**r, "params": ", ".join(r["params"])} for r in rows], indent=2))
         return
+    if not rows:
+        return
+    width = _width()
+    kind_w = max(len(r["kind"]) for r in rows)
+    name_w = max(len(r["name"]) for r in rows)
+    column = " " * (kind_w + name_w + 2)  # where summaries and parameters start
+    indent = column if width - len(column) >= 40 else "    "  # a narrow terminal: a small indent instead
     for row in rows:
-        click.echo(f"{row['kind']:<9} {row['name']:<24} {row['summary']}")
+        head = f"{row['kind']:<{kind_w}} {row['name']:<{name_w}} "
+        summary = textwrap.wrap(row["summary"], width, initial_indent=head, subsequent_indent=indent,
+                                break_long_words=False, break_on_hyphens=False)
+        click.echo("\n".join(summary or [head.rstrip()]))
         if row["params"]:
-            click.echo(f"{'':<34} {row['params']}")
+            click.echo("\n".join(_wrap_items(row["params"], indent, width)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,9 @@ from .registry import ComponentInfo
 
 PROJECT = "cl_core"
 hookspec = pluggy.HookspecMarker(PROJECT)
+#: The marker of a plugin's registration functions (``@hookimpl def cl_encoders(): ...``); defined here, next
+#: to the specifications, so that registering components imports nothing of the plugin host.
+hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
@@ -52,6 +55,12 @@ def cl_losses() -> Iterable[ComponentInfo]:
 @hookspec
 def cl_decoders() -> Iterable[ComponentInfo]:
     """Contribute decoders (``[decoder]``): embeddings back to text."""
+
+
+@hookspec
+def cl_objectives() -> Iterable[ComponentInfo]:
+    """Contribute objectives (``[[objective]]``): weighted training terms over named roles of a batch
+    (``core.contrastive``, ``core.caption``, a masked-LM beside next-sentence prediction)."""
 
 
 @hookspec

@@ -32,10 +32,8 @@ def _yaml_list(name: str, items: list[str]) -> list[str]:
 
 def plugins_of(spec: PipelineSpec) -> list[str]:
     """Entry-point names of the plugins a spec's components come from (``core`` included)."""
-    refs = [spec.data, spec.sampler, spec.scorer, spec.loss, *spec.encoders.values(), *spec.evaluate]
-    if spec.decoder is not None:
-        refs.append(spec.decoder)
-    return sorted({ref.type.split(".")[0] for ref in refs})
+    return sorted({ref.type.split(".")[0] for _, ref in spec.components() if ref.kind != "trainer"}
+                  | ({spec.trainer.type.split(".")[0]} if spec.trainer.type != "core.adamw" else set()))
 
 
 #: Last parts of result names that count things rather than score the model: ``nsp/<split>/count`` (pairs
@@ -56,8 +54,8 @@ def metadata(spec: PipelineSpec, results: Mapping[str, float], *, name: str = "c
     results = {key: value for key, value in results.items() if not is_count(key)}
     lines = ["library_name: cl", "pipeline_tag: feature-extraction",
              *_yaml_list("tags", ["cl", "contrastive-learning", *plugins_of(spec)]),
-             *_yaml_list("datasets", [spec.data.type]), *_yaml_list("metrics", sorted(results))]
-    if results:
+             *_yaml_list("datasets", [spec.data.type] if spec.data else []), *_yaml_list("metrics", sorted(results))]
+    if results and spec.data is not None:
         lines += ["model-index:", f"- name: {_q(name)}", "  results:", "  - task:",
                   "      type: feature-extraction", "    dataset:", f"      name: {_q(spec.data.type)}",
                   f"      type: {_q(spec.data.type)}", "    metrics:"]
@@ -74,6 +72,24 @@ def needed_distributions(spec: PipelineSpec, provenance: Mapping[str, Any]) -> l
     if not by_entry_point:
         return sorted(provenance.get("plugins", {}))
     return sorted({by_entry_point.get(name, name) for name in plugins_of(spec)})
+
+
+_TOP_LEVEL = re.compile(r"^(\w+|encoders\.[^.\[]+|objective\[\d+\])$")
+
+
+def _nested(path: str) -> bool:
+    """Whether a component path is a table inside another component's table (``objective[0].loss``)."""
+    return not _TOP_LEVEL.match(path)
+
+
+def _part(path: str) -> str:
+    """The model card's name of a top-level component path: ``encoder `image```, ``objective 1``."""
+    if path.startswith("encoders."):
+        return f"encoder `{path.split('.', 1)[1]}`"
+    if path.startswith(("objective[", "evaluate[")):
+        kind, index = path.rstrip("]").split("[")
+        return f"{kind} {int(index) + 1}"
+    return path
 
 
 def _cell(value: float | None) -> str:
@@ -101,12 +117,8 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "",
         "| part | component |",
         "|---|---|",
-        f"| data | `{spec.data.type}` |",
-        f"| sampler | `{spec.sampler.type}` |",
-        *[f"| encoder `{role}` | `{ref.type}` |" for role, ref in spec.encoders.items()],
-        f"| scorer | `{spec.scorer.type}` |",
-        f"| loss | `{spec.loss.type}` |",
-        *([f"| decoder | `{spec.decoder.type}` |"] if spec.decoder is not None else []),
+        *[f"| {_part(path)} | `{ref.type}` |" for path, ref in spec.components()
+          if ref.kind not in ("trainer", "evaluator") and not _nested(path)],
         "",
         "## Training",
         "",

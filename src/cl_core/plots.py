@@ -51,16 +51,16 @@ def similarity_matrix(pipeline: Pipeline, out: Path, n: int = 12) -> Path | None
     splits = pipeline.dataset.splits()
     name = next((s for s in splits if s != "train"), "train")
     source = splits[name]
-    q_role, k_role = pipeline.roles
-    if q_role not in source.fields or k_role not in source.fields or len(source) == 0:
+    q_role, k_role = pipeline.pair_roles
+    scorer = pipeline.scorer_for(q_role, k_role)
+    if scorer is None or q_role not in source.fields or k_role not in source.fields or len(source) == 0:
         return None
     indices = list(range(min(n, len(source))))
     items = source.get(indices)
     pipeline.eval()
     q = pipeline.embed(q_role, items[q_role])
     k = pipeline.embed(k_role, items[k_role])
-    device = next((p.device for p in pipeline.scorer.parameters()), torch.device("cpu"))
-    scores = pipeline.scorer.score(q.to(device), k.to(device)).float().cpu()
+    scores = scorer.score(q, k).float().cpu()
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(indices), 1.0 + 0.5 * len(indices)))
     im = ax.imshow(scores.numpy(), cmap="viridis")

@@ -22,7 +22,7 @@ from . import hookspecs
 from .errors import PluginConflictError, PluginError, PluginLoadError, PluginLoadWarning, did_you_mean
 from .registry import KIND_HOOKS, ComponentInfo, MissingPlugin, Registered, Registry
 
-hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
+hookimpl = hookspecs.hookimpl
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 #: First-party plugins: entry-point name -> distribution (kept equal to registry.toml by a test), so

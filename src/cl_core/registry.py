@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from .errors import PluginConflictError, UnknownComponentError, did_you_mean
 
-Kind = Literal["sampler", "encoder", "scorer", "loss", "decoder", "dataset", "evaluator", "trainer"]
+Kind = Literal["sampler", "encoder", "scorer", "loss", "decoder", "objective", "dataset", "evaluator", "trainer"]
 
 #: Every component kind, in build order, with the registration hook that contributes it.
 KIND_HOOKS: dict[str, str] = {
@@ -22,11 +22,24 @@ KIND_HOOKS: dict[str, str] = {
     "scorer": "cl_scorers",
     "loss": "cl_losses",
     "decoder": "cl_decoders",
+    "objective": "cl_objectives",
     "evaluator": "cl_evaluators",
     "trainer": "cl_trainers",
 }
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\.[a-z0-9][a-z0-9-]*$")
+
+
+def plural(kind: str) -> str:
+    """The plural of a component kind as messages and docs spell it: "losses", "encoders", "samplers".
+
+    A kind's plural is the noun of its registration hook (``cl_losses``), so there is one spelling; any other
+    word gets the English rule (``-es`` after s, x, z, ch, sh).
+    """
+    hook = KIND_HOOKS.get(kind)
+    if hook is not None:
+        return hook.removeprefix("cl_")
+    return kind + ("es" if kind.endswith(("s", "x", "z", "ch", "sh")) else "s")
 
 
 def _check_params(_: Any, __: Any, value: type) -> None:
@@ -149,7 +162,7 @@ class Registry:
             )
         hints = []
         if available:
-            hints.append(f"available {kind}s: {', '.join(available)}")
+            hints.append(f"available {plural(kind)}: {', '.join(available)}")
         other = self._kind_of(name)
         if other is not None:  # a real component in the wrong table: "unknown" would send them looking for a typo
             raise UnknownComponentError(kind, name, f"'{name}' is {_a(other)} {other}, not {_a(kind)} {kind}", hints)

@@ -31,11 +31,11 @@ from . import distributed, modelcard, plots, provenance
 from .build import build_pipeline, build_training_loop
 from .components import TrainContext, TrainingLoop
 from .checkpoint import STATE_KEY, atomic_write_text, read_metadata, read_state
-from .errors import CheckpointError, ClError, TrainingDivergedError
+from .errors import CheckpointError, ClError, Problem, SpecError, TrainingDivergedError
 from .pipeline import Pipeline
 from .plugins import PluginHost, default_host
 from .spec import PipelineSpec, dump_spec, load_spec, with_absolute_paths
-from .trainer import CHECKPOINT_NAME, METRICS_NAME, resolve_device
+from .trainer import CHECKPOINT_NAME, METRICS_NAME, check_trainable, resolve_device
 from .weights import SPEC_NAME, WEIGHTS_NAME, save_weights
 
 
@@ -215,21 +215,12 @@ def _stopped_note(run_dir: Path, trainer: TrainingLoop, kept: bool, restart: str
             f"the run must be restarted: {restart}")
 
 
-def _diverged(exc: FloatingPointError, trainer: TrainingLoop, spec: PipelineSpec, run_dir: Path, kept: bool,
+def _diverged(exc: FloatingPointError, trainer: TrainingLoop, run_dir: Path, kept: bool,
               restart: str) -> TrainingDivergedError:
     """The user error for a non-finite loss, embedding or weight: the step, what went non-finite, what to
-    change, and whether the run can be resumed (with the change) or must be restarted."""
-    params = spec.trainer.params
-    lr = getattr(params, "lr", None)
-    lower = f"--set trainer.lr={lr / 10:g}" if isinstance(lr, (int, float)) else "--set trainer.lr=..."
-    hints = ["lower trainer.lr" + (f" (now {lr:g})" if isinstance(lr, (int, float)) else "")]
-    clip = getattr(params, "grad_clip", None)
-    if clip == 0:
-        hints.append("enable trainer.grad_clip (e.g. 1.0)")
-    elif clip is not None:
-        hints.append(f"lower trainer.grad_clip (now {clip:g})")
-    if getattr(trainer, "autocast_dtype", None) is not None:  # trains in bf16 / fp16
-        hints.append("set trainer.precision = 'fp32'")
+    change (the loop's own hints), and whether the run can be resumed (with the change) or must be restarted."""
+    hints = trainer.divergence_hints()
+    lower = trainer.lower_lr_override()
     try_ = hints[0] if len(hints) == 1 else ", ".join(hints[:-1]) + " or " + hints[-1]
     if kept:
         where = (f"{_kept(run_dir, trainer)}: "
@@ -261,6 +252,134 @@ def format_results(results: dict[str, float], start: dict[str, float] | None = N
     return "\n".join(lines)
 
 
+@attrs.frozen
+class _Plan:
+    """What a run is, decided before anything is built: its spec, where it goes, where it trains.
+
+    Attributes:
+        spec: the loaded spec (with ``--set`` overrides).
+        source: the spec file (or the resumed run's ``spec.toml``), for messages.
+        run_dir: the resumed directory, or the planned one of a new run (claimed later).
+        resuming: whether ``run_dir`` is a run being continued.
+        overrides: the ``--set`` overrides.
+        restart: the command that starts this run again, for messages.
+        device: where it trains.
+        zero: whether this process is rank 0 (the one that writes files).
+    """
+
+    spec: PipelineSpec
+    source: str
+    run_dir: Path
+    resuming: bool
+    overrides: list[tuple[str, Any]]
+    restart: str
+    device: torch.device
+    zero: bool
+
+
+def _plan_run(spec_path: str | Path | None, resume: str | Path | None, overrides: list[tuple[str, Any]],
+              registry: Any) -> _Plan:
+    """Step 1: read the spec (a resumed run's own, after checking it can be resumed), pick the device and rank
+    (joining a torchrun group), and plan the run directory.
+
+    Raises:
+        ClError: both or neither of a spec and a run; SpecError, CheckpointError as :func:`train` says.
+    """
+    if resume is not None and spec_path is not None:
+        raise ClError(f"give a spec file or --resume RUN, not both (a resumed run uses its own {SPEC_NAME})")
+    if resume is not None:
+        run_dir = Path(resume)
+        _check_resumable(run_dir, overrides)  # before the data is built, which can take minutes
+        source = run_dir / SPEC_NAME
+    elif spec_path is None:
+        raise ClError("give a spec file, or --resume RUN")
+    else:
+        source = Path(spec_path)
+    spec = load_spec(source, registry, overrides=overrides)
+    if spec.run.num_threads:
+        torch.set_num_threads(spec.run.num_threads)
+    device = distributed.launch(resolve_device(spec.run.device))  # torchrun: join the group, pick the GPU
+    if resume is None:
+        run_dir = distributed.from_rank_zero(lambda: _planned_run_dir(spec, source))
+    restart = f"`cl train {spec_path}`" + (" with the same --set options" if overrides else "")
+    return _Plan(spec=spec, source=str(source), run_dir=run_dir, resuming=resume is not None, overrides=overrides,
+                 restart=restart, device=device, zero=distributed.world()[0] == 0)
+
+
+def _build_run(plan: _Plan, registry: Any, callbacks: Sequence[Callable[[TrainingLoop, int], None]],
+               log: Callable[[str], None]) -> tuple[Pipeline, TrainingLoop]:
+    """Step 2: seed every generator, build the pipeline with its data, check it can train, build the loop.
+
+    Raises:
+        SpecError, BuildError, DataError: as :func:`train` says; nothing is written yet.
+    """
+    seed_everything(plan.spec.run.seed)
+    pipeline = build_pipeline(plan.spec, registry, device=plan.device, source=plan.source,
+                              weights_follow=plan.resuming)
+    check_trainable(pipeline, plan.source)
+    assert pipeline.dataset is not None  # check_trainable
+    log(f"data: {pipeline.dataset.describe()}")
+    ctx = TrainContext(pipeline=pipeline, run_dir=plan.run_dir, seed=plan.spec.run.seed, device=plan.device,
+                       callbacks=callbacks, log=log)
+    return pipeline, build_training_loop(plan.spec, registry, ctx)
+
+
+def _open_run_dir(plan: _Plan, pipeline: Pipeline, trainer: TrainingLoop, spec_text: str,
+                  log: Callable[[str], None]) -> Path:
+    """Step 3: claim a new run's directory and write its ``spec.toml``; or restore a resumed run's checkpoint
+    (recording ``--set`` overrides in its ``spec.toml``). Returns the run directory.
+
+    Raises:
+        CheckpointError: the checkpoint does not fit or the run has finished; ClError: the name is taken.
+    """
+    if plan.resuming:
+        _restore(trainer, plan.run_dir, plan.overrides)
+        log(f"resuming {plan.run_dir} at step {trainer.step} of {trainer.total_steps}")
+        if plan.overrides and plan.zero:  # the saved spec must keep describing the weights
+            atomic_write_text(plan.run_dir / SPEC_NAME, spec_text)
+            log(f"{plan.run_dir / SPEC_NAME}: updated with {_overrides_text(plan.overrides)}")
+        return plan.run_dir
+    explicit = bool(plan.spec.run.name)
+    run_dir = distributed.from_rank_zero(lambda: _create_run_dir(plan.run_dir, explicit=explicit,
+                                                                  spec_text=spec_text))
+    trainer.run_dir = run_dir  # the claimed name: an auto-named run may have taken a "-2" suffix
+    log(f"run directory: {run_dir}")
+    return run_dir
+
+
+def _fit_and_write(plan: _Plan, pipeline: Pipeline, trainer: TrainingLoop, run_dir: Path, info: dict[str, Any],
+                   started: float, log: Callable[[str], None]) -> RunResult:
+    """Step 4: train, then write the weights, plots and model card. A run that stops early keeps its directory
+    when it holds a checkpoint (and says how to resume), else removes it.
+
+    Raises:
+        TrainingDivergedError; KeyboardInterrupt, BrokenPipeError or any other exception, with a note.
+    """
+    written = False  # the weights, plots and model card of the finished run
+    try:
+        distributed.barrier()
+        log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
+            f"on {plan.device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
+        plots_dir = run_dir / "plots" if trainer.plots else None
+        results = trainer.fit(plots_dir=plots_dir)
+        seconds = time.perf_counter() - started
+        if plan.zero:
+            _write_outputs(pipeline, trainer, run_dir, plots_dir, results, seconds, info)
+        written = True
+        if plan.zero:  # last: a closed stdout loses no file
+            log("results:\n" + format_results(results, trainer.start_results))
+    except FloatingPointError as exc:  # a component's finiteness check: the run diverged (a user's lr, not a bug)
+        kept = _keep_or_remove(run_dir, trainer.checkpoint_path, new_run=not plan.resuming, zero=plan.zero)
+        raise _diverged(exc, trainer, run_dir, kept, plan.restart) from exc
+    except BaseException as exc:  # Ctrl-C, a closed stdout pipe, a crash: say what is left of the run
+        kept = _keep_or_remove(run_dir, trainer.checkpoint_path, new_run=not plan.resuming, zero=plan.zero)
+        exc.add_note(f"the run is complete: `cl eval {run_dir}` shows its results" if written
+                     else _stopped_note(run_dir, trainer, kept, plan.restart))
+        raise
+    return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds,
+                     start_results=trainer.start_results)
+
+
 def train(
     spec_path: str | Path | None = None,
     *,
@@ -270,12 +389,13 @@ def train(
     callbacks: Sequence[Callable[[TrainingLoop, int], None]] = (),
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Train from a spec file, or continue the run directory ``resume``.
+    """Train from a spec file, or continue the run directory ``resume``: plan, build, open the run directory,
+    fit and write (one step each, below).
 
     Raises:
         SpecError, BuildError, DataError, CheckpointError: user errors, raised before anything is written (a
             resumed run: before its files change; a missing, unreadable or finished checkpoint before the
-            data is built).
+            data is built). A spec with nothing to train is a SpecError that suggests ``cl eval SPEC``.
         TrainingDivergedError: the loss, an embedding or the weights became non-finite; the message names the
             step and what to change. The run directory is kept if it holds a checkpoint, else removed.
         KeyboardInterrupt, BrokenPipeError or any other exception while training: re-raised with a note
@@ -284,75 +404,18 @@ def train(
     """
     host = host or default_host()
     registry = host.registry()
-    overrides = list(overrides)
-    if resume is not None and spec_path is not None:
-        raise ClError(f"give a spec file or --resume RUN, not both (a resumed run uses its own {SPEC_NAME})")
-    if resume is not None:
-        run_dir = Path(resume)
-        _check_resumable(run_dir, overrides)  # before the data is built, which can take minutes
-        spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
-    else:
-        if spec_path is None:
-            raise ClError("give a spec file, or --resume RUN")
-        spec = load_spec(spec_path, registry, overrides=overrides)
-    if spec.run.num_threads:
-        torch.set_num_threads(spec.run.num_threads)
-    device = distributed.launch(resolve_device(spec.run.device))  # torchrun: join the group, pick the GPU
-    zero = distributed.world()[0] == 0  # only rank 0 writes files
-    if resume is None:
-        spec_file = Path(str(spec_path))
-        planned = distributed.from_rank_zero(lambda: _planned_run_dir(spec, spec_file))
-        run_dir = planned
-    seed_everything(spec.run.seed)
+    plan = _plan_run(spec_path, resume, list(overrides), registry)
     started = time.perf_counter()
-    pipeline = build_pipeline(spec, registry, device=device)
-    dataset = pipeline.dataset
-    assert dataset is not None  # built with_data
-    log(f"data: {dataset.describe()}")
-    ctx = TrainContext(pipeline=pipeline, run_dir=run_dir, seed=spec.run.seed, device=device, callbacks=callbacks,
-                       log=log)
-    trainer = build_training_loop(spec, registry, ctx)
+    pipeline, trainer = _build_run(plan, registry, callbacks, log)
     info = provenance.collect(host)
-    spec_text = dump_spec(with_absolute_paths(spec), info)
-    if resume is not None:
-        _restore(trainer, run_dir, overrides)
-        log(f"resuming {run_dir} at step {trainer.step} of {trainer.total_steps}")
-        if overrides and zero:  # the saved spec must keep describing the weights
-            atomic_write_text(run_dir / SPEC_NAME, spec_text)
-            log(f"{run_dir / SPEC_NAME}: updated with {_overrides_text(overrides)}")
-    else:
-        explicit = bool(spec.run.name)
-        run_dir = distributed.from_rank_zero(lambda: _create_run_dir(planned, explicit=explicit, spec_text=spec_text))
-        trainer.run_dir = run_dir  # the claimed name: an auto-named run may have taken a "-2" suffix
-        log(f"run directory: {run_dir}")
-    restart = f"`cl train {spec_path}`" + (" with the same --set options" if overrides else "")
-    written = False  # the weights, plots and model card of the finished run
-    try:
-        distributed.barrier()
-        log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
-            f"on {device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
-        plots_dir = run_dir / "plots" if getattr(spec.trainer.params, "plots", True) else None
-        results = trainer.fit(plots_dir=plots_dir)
-        seconds = time.perf_counter() - started
-        if zero:
-            _write_outputs(pipeline, trainer, spec, run_dir, plots_dir, results, seconds, info)
-        written = True
-        if zero:  # last: a closed stdout loses no file
-            log("results:\n" + format_results(results, trainer.start_results))
-    except FloatingPointError as exc:  # a component's finiteness check: the run diverged (a user's lr, not a bug)
-        kept = _keep_or_remove(run_dir, trainer.checkpoint_path, new_run=resume is None, zero=zero)
-        raise _diverged(exc, trainer, spec, run_dir, kept, restart) from exc
-    except BaseException as exc:  # Ctrl-C, a closed stdout pipe, a crash: say what is left of the run
-        kept = _keep_or_remove(run_dir, trainer.checkpoint_path, new_run=resume is None, zero=zero)
-        exc.add_note(f"the run is complete: `cl eval {run_dir}` shows its results" if written
-                     else _stopped_note(run_dir, trainer, kept, restart))
-        raise
-    return RunResult(run_dir=run_dir, results=results, steps=trainer.step, seconds=seconds,
-                     start_results=trainer.start_results)
+    # pipeline.spec, not plan.spec: a tower taken from an earlier run saves its own table (see BuildContext.pin)
+    spec_text = dump_spec(with_absolute_paths(pipeline.spec), info)
+    run_dir = _open_run_dir(plan, pipeline, trainer, spec_text, log)
+    return _fit_and_write(plan, pipeline, trainer, run_dir, info, started, log)
 
 
-def _write_outputs(pipeline: Pipeline, trainer: TrainingLoop, spec: PipelineSpec, run_dir: Path,
-                   plots_dir: Path | None, results: dict[str, float], seconds: float, info: dict[str, Any]) -> None:
+def _write_outputs(pipeline: Pipeline, trainer: TrainingLoop, run_dir: Path, plots_dir: Path | None,
+                   results: dict[str, float], seconds: float, info: dict[str, Any]) -> None:
     """What a finished run adds to its directory (rank 0): the weights, plots and the model card."""
     dataset = pipeline.dataset
     assert dataset is not None  # a training pipeline has one
@@ -363,37 +426,60 @@ def _write_outputs(pipeline: Pipeline, trainer: TrainingLoop, spec: PipelineSpec
     training = {"steps": trainer.step, "epochs": trainer.epochs, "device": str(trainer.device),
                 "wall time (s)": f"{seconds:.0f}", "data": dataset.describe()}
     start = trainer.start_results
-    atomic_write_text(run_dir / "README.md", modelcard.render(spec, results=results, training=training,
+    atomic_write_text(run_dir / "README.md", modelcard.render(pipeline.spec, results=results, training=training,
                                                               provenance=info, start_results=start,
                                                               usage=modelcard.usage_notes(pipeline)))
 
 
 def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrides: Iterable[tuple[str, Any]] = (),
                  log: Callable[[str], None] = print) -> dict[str, float]:
-    """Rebuild a finished run with its data, load ``model.safetensors`` and run the evaluators.
+    """Rebuild a finished run with its data, load ``model.safetensors`` and run the evaluators; or, given a spec
+    file with nothing to train (an iterative decoder over saved models), build it and run its evaluators.
 
     Raises:
-        CheckpointError: ``run_dir`` does not exist, is a file (a spec file: train it first) or not a finished
-            run. SpecError, BuildError, DataError, WeightsError: as when the run was trained.
+        CheckpointError: ``run_dir`` does not exist, is a file that is not a spec, or is not a finished run.
+        SpecError: a spec file that trains (train it first: its evaluators would measure a random model), or
+            one without ``[data]`` to evaluate on. SpecError, BuildError, DataError, WeightsError: as when the
+            run was trained.
     """
-    from .components import EvalContext
     from .weights import load_weights
 
     host = host or default_host()
-    run_dir = Path(run_dir)
-    _require_directory(run_dir)
-    if not (run_dir / WEIGHTS_NAME).is_file():
-        raise CheckpointError(f"{run_dir} has no {WEIGHTS_NAME} (not a finished run)")
     registry = host.registry()
-    spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
-    device = resolve_device(spec.run.device)
-    pipeline = build_pipeline(spec, registry, device=device)
-    assert pipeline.dataset is not None  # built with_data
-    load_weights(pipeline, run_dir / WEIGHTS_NAME)
+    run_dir = Path(run_dir)
+    if run_dir.is_file() and run_dir.suffix == ".toml":
+        spec = load_spec(run_dir, registry, overrides=overrides)
+        if spec.trains:
+            raise SpecError(str(run_dir), [Problem("", "this spec trains: `cl train` it, then `cl eval` the run "
+                                                       "directory it writes")])
+        pipeline = build_pipeline(spec, registry, device=resolve_device(spec.run.device), source=str(run_dir))
+    else:
+        _require_directory(run_dir)
+        if not (run_dir / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"{run_dir} has no {WEIGHTS_NAME} (not a finished run)")
+        spec = load_spec(run_dir / SPEC_NAME, registry, overrides=overrides)
+        pipeline = build_pipeline(spec, registry, device=resolve_device(spec.run.device), weights_follow=True)
+        load_weights(pipeline, run_dir / WEIGHTS_NAME)
+    results = run_evaluators(pipeline, resolve_device(spec.run.device))
+    log("results:\n" + format_results(results))
+    return results
+
+
+def run_evaluators(pipeline: Pipeline, device: torch.device, plots_dir: Path | None = None) -> dict[str, float]:
+    """Every evaluator of ``pipeline`` on its dataset, in eval mode on ``device``; their metrics merged.
+
+    Raises:
+        SpecError: evaluators but no ``[data]`` to evaluate on.
+    """
+    from .components import EvalContext
+
+    if pipeline.evaluators and pipeline.dataset is None:
+        raise SpecError("spec", [Problem("data", "required to evaluate: the [[evaluate]] tables measure on its "
+                                                 "splits")])
     pipeline.to(device).eval()
     results: dict[str, float] = {}
-    ctx = EvalContext(device=device)
+    ctx = EvalContext(device=device, plots_dir=plots_dir)
     for evaluator in pipeline.evaluators:
+        assert pipeline.dataset is not None
         results.update(evaluator.evaluate(pipeline, pipeline.dataset, ctx))
-    log("results:\n" + format_results(results))
     return results

@@ -25,7 +25,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .components import DataSource, TrainContext, TrainingLoop
 from .components.training import CHECKPOINT_NAME, METRICS_NAME
-from .errors import BuildError, CheckpointError, ClError
+from .errors import BuildError, CheckpointError, ClError, Problem, SpecError
 from .spec import AdamWParams
 from .types import Batch
 
@@ -149,6 +149,22 @@ def check_roles(pipeline: Pipeline, source: DataSource) -> None:
             "name the [encoders.<role>] tables after those, or choose a sampler that yields the encoders' roles")
 
 
+def check_trainable(pipeline: Pipeline, source: str = "spec") -> None:
+    """Raise a located :class:`~cl_core.errors.SpecError` (of the spec file ``source``) when the pipeline cannot
+    train: nothing to train (no objective), or no ``[data]`` / ``[sampler]`` to train on."""
+    spec = pipeline.spec
+    problems = []
+    if not pipeline.objectives:
+        problems.append(Problem("loss", "nothing to train: the spec has no [loss] and no [[objective]]",
+                                ("to run its evaluators as it is: cl eval SPEC",)))
+    if pipeline.dataset is None:
+        problems.append(Problem("data", "required to train: the table of the data to train on"))
+    if pipeline.sampler is None:
+        problems.append(Problem("sampler", "required to train: the table of the sampler that draws the batches"))
+    if problems:
+        raise SpecError(source, problems)
+
+
 class Trainer(TrainingLoop):
     """``core.adamw``: trains a :class:`Pipeline` on its dataset's "train" split and runs its evaluators.
 
@@ -160,8 +176,12 @@ class Trainer(TrainingLoop):
     def __init__(self, spec: AdamWParams, ctx: TrainContext) -> None:
         super().__init__(ctx)
         pipeline = ctx.pipeline
-        if pipeline.dataset is None or pipeline.sampler is None:
-            raise ClError("training needs a pipeline built with its dataset and sampler")
+        check_trainable(pipeline)
+        if spec.grad_cache_chunk:
+            readers = [o.name for o in pipeline.objectives if not o.embeddings_only]
+            if readers:
+                raise BuildError(f"trainer.grad_cache_chunk: gradient caching needs objectives that read embeddings "
+                                 f"only; {', '.join(readers)} read more (token states or their own inputs)")
         device = ctx.device
         self.pipeline = pipeline.to(device)
         self.spec = spec
@@ -181,6 +201,7 @@ class Trainer(TrainingLoop):
             self.optimizer, warmup_cosine(spec.warmup_steps, self.total_steps, spec.min_lr_ratio)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.plots = spec.plots
         self.step = 0
         self.step_lr = 0.0  # the learning rate of the last optimizer step (logged as "lr")
         self.epoch = 0
@@ -194,6 +215,17 @@ class Trainer(TrainingLoop):
         distributed.broadcast_module(self.pipeline)
         if self.rank != 0:
             self.log = lambda message: None
+
+    def divergence_hints(self) -> list[str]:
+        hints = [f"lower trainer.lr (now {self.spec.lr:g})"]
+        clip = self.spec.grad_clip
+        hints.append("enable trainer.grad_clip (e.g. 1.0)" if clip == 0 else f"lower trainer.grad_clip (now {clip:g})")
+        if self.autocast_dtype is not None:  # trains in bf16 / fp16
+            hints.append("set trainer.precision = 'fp32'")
+        return hints
+
+    def lower_lr_override(self) -> str:
+        return f"--set trainer.lr={self.spec.lr / 10:g}"
 
     # -- state ---------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
@@ -295,11 +327,11 @@ class Trainer(TrainingLoop):
                                     enabled=self.autocast_dtype is not None):
                     if spec.grad_cache_chunk:
                         out = self.pipeline.grad_cache_backward(
-                            prepared, batch.labels, self.device, spec.grad_cache_chunk,
+                            prepared, self.device, spec.grad_cache_chunk,
                             scale=functools.partial(self._scaled, group_size=group_size),
                         )
                     else:
-                        out = self.pipeline.training_loss(prepared, batch.labels, self.device)
+                        out = self.pipeline.training_loss(prepared, self.device)
                 if not spec.grad_cache_chunk:
                     self._scaled(out.value, group_size).backward()
                 seen += len(batch)
@@ -316,10 +348,8 @@ class Trainer(TrainingLoop):
                     if spec.eval_every and self.epoch % spec.eval_every == 0 and self.epoch < spec.epochs:
                         self.evaluate()
                         self.pipeline.train()
-                record = {"step": self.step, "epoch": self.epoch, **running, "lr": self.step_lr}
-                scale = getattr(self.pipeline.scorer, "scale", None)
-                if isinstance(scale, torch.Tensor):
-                    record["logit_scale"] = float(scale.detach())
+                record = {"step": self.step, "epoch": self.epoch, **running, "lr": self.step_lr,
+                          **self.pipeline.logged_scalars()}
                 running = {}
                 if self.step % spec.log_every == 0 or self.step == self.total_steps:
                     self.write_metrics(record)

@@ -64,6 +64,26 @@ class Targets:
 
 
 @frozen
+class EncoderOutput:
+    """What one forward pass of an encoder gives: the embedding every encoder returns and, for encoders that
+    declare ``provides_tokens``, the token states that cross-attention and attentional poolers read (CoCa's
+    captioner reads the image tower's tokens from the same pass that gives its contrastive embedding).
+
+    Attributes:
+        embedding: ``[B, N]`` the row embeddings (what :meth:`~cl_core.components.Encoder.encode` returns).
+        tokens: ``[B, T, D]`` token states, or None.
+        mask: ``[B, T]`` bool, True at real tokens (False at padding), or None (every token is real).
+        extras: further named tensors of the same pass that an objective of the same plugin reads (e.g.
+            a masked-LM's token logits); the core never looks inside.
+    """
+
+    embedding: Tensor
+    tokens: Tensor | None = None
+    mask: Tensor | None = None
+    extras: Mapping[str, Tensor] = field(factory=dict)
+
+
+@frozen
 class LossOutput:
     """A loss value (scalar tensor) and named parts for logging (e.g. each direction of CLIP)."""
 

@@ -184,7 +184,8 @@ def from_pretrained(
         raise WeightsError(f"{directory} has no {WEIGHTS_NAME}")
     registry = (host or default_host()).registry()
     spec = load_spec(directory / SPEC_NAME, registry)
-    pipeline = build_pipeline(spec, registry, device=device, with_data=with_data)
+    pipeline = build_pipeline(spec, registry, device=device, with_data=with_data, source=str(directory / SPEC_NAME),
+                              weights_follow=True)
     load_weights(pipeline, weights)
     return pipeline.to(device).eval()
 

@@ -65,7 +65,7 @@ def test_long_text_is_cut_to_max_length_keeping_sep(tiny_dir):
     enc = encoder(tiny_dir, max_length=16)
     out = enc.prepare(["word " * 100, "short"])
     assert out["input_ids"].shape == (2, 16)
-    assert int(out["input_ids"][0, -1]) == enc.tokenizer.sep_token_id
+    assert int(out["input_ids"][0, -1]) == enc.tokenizer.sep_id
     assert int(out["attention_mask"][1].sum()) == 3  # [CLS] short [SEP]
 
 
@@ -95,7 +95,7 @@ def test_minilm_shortcut_matches_sentence_transformers():
     pytest.importorskip("sentence_transformers")
     from sentence_transformers import SentenceTransformer
 
-    from cl_bert_nsp.checkpoints import minilm_dir
+    from cl_core.hf import minilm_dir
 
     ours = SentenceEncoder(SentenceEncoderParams(model="minilm", max_length=256)).embed(TEXTS)
     theirs = SentenceTransformer(str(minilm_dir()), device="cpu").encode(TEXTS, convert_to_tensor=True)

@@ -80,8 +80,12 @@ def test_dot_with_head_plus_info_nce_equals_berts_nsp_loss(tiny_bert_params):
                                rtol=1e-4, atol=1e-6)
 
 
-def test_joint_masked_lm_loss_equals_berts_and_is_reported_once(tiny_bert_params):
+def test_masked_lm_objective_equals_berts_loss_from_the_same_pass(tiny_bert_params):
     from transformers import BertForPreTraining
+
+    from cl_bert_nsp.mlm import MaskedLM
+    from cl_bert_nsp.params import MaskedLMParams
+    from cl_core.components import EncodedBatch
 
     enc, head = _encoder_and_head(evolve(tiny_bert_params, mlm_probability=0.3, dropout=0.0))
     with torch.no_grad():
@@ -89,9 +93,11 @@ def test_joint_masked_lm_loss_equals_berts_and_is_reported_once(tiny_bert_params
     prepared = enc.prepare(PAIRS)
     assert (prepared["mlm_labels"] != IGNORE_INDEX).any()
     enc.train()
-    enc.encode(prepared)
-    aux = enc.auxiliary_losses()
-    assert set(aux) == {"mlm"} and enc.auxiliary_losses() == {}  # forgotten once read
+    states = enc.encode_states(prepared)
+    assert states.tokens.shape[:2] == prepared["input_ids"].shape and "mlm_labels" in states.extras
+    objective = MaskedLM(enc, MaskedLMParams())
+    assert not list(objective.parameters())  # the head is the encoder's, saved once under its key
+    value = objective.compute(EncodedBatch({"pair": states})).value
 
     exported: BertForPreTraining = enc.to_transformers(head.candidates().detach())
     out = exported(input_ids=prepared["mlm_input_ids"], attention_mask=prepared["attention_mask"],
@@ -99,13 +105,14 @@ def test_joint_masked_lm_loss_equals_berts_and_is_reported_once(tiny_bert_params
     vocab = out.prediction_logits.shape[-1]
     expected = F.cross_entropy(out.prediction_logits.reshape(-1, vocab), prepared["mlm_labels"].reshape(-1),
                                ignore_index=IGNORE_INDEX)
-    torch.testing.assert_close(aux["mlm"], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-5)
 
-    enc.eval()  # evaluation sees the clean ids and computes no masked-LM loss
-    clean = enc.encode(prepared)
-    assert enc.auxiliary_losses() == {}
+    enc.eval()  # evaluation sees the clean ids and gives no labels to learn from
+    clean = enc.encode_states(prepared)
+    assert clean.extras == {}
+    assert float(objective.compute(EncodedBatch({"pair": clean})).value) == 0.0
     unmasked = enc.encode({**prepared, "mlm_input_ids": prepared["input_ids"]})
-    torch.testing.assert_close(clean, unmasked)
+    torch.testing.assert_close(clean.embedding, unmasked)
 
 
 def test_masks_are_seeded_not_global(tiny_bert_params):
@@ -123,7 +130,7 @@ def saved_checkpoint(tmp_path, tiny_bert_params):
     """A tiny BertForPreTraining saved with save_pretrained (safetensors) plus the MiniLM tokenizer files."""
     from transformers import BertForPreTraining
 
-    from cl_bert_nsp.checkpoints import minilm_dir
+    from cl_core.hf import minilm_dir
 
     enc, head = _encoder_and_head(evolve(tiny_bert_params, mlm_probability=0.15))
     with torch.no_grad():
@@ -156,7 +163,7 @@ def test_minilm_shortcut_loads_pretrained_trunk_with_a_fresh_head():
     assert enc.hidden_size == 384 and enc.pretrained_nsp is None and enc.tokenizer.vocab_size == 30522
     from safetensors.torch import load_file
 
-    from cl_bert_nsp.checkpoints import minilm_dir
+    from cl_core.hf import minilm_dir
 
     stored = load_file(str(minilm_dir() / "model.safetensors"))
     assert torch.equal(enc.bert.encoder.layer[5].output.dense.weight, stored["encoder.layer.5.output.dense.weight"])
@@ -165,14 +172,14 @@ def test_minilm_shortcut_loads_pretrained_trunk_with_a_fresh_head():
 
 
 def test_missing_checkpoint_path_names_it(tmp_path):
-    from cl_bert_nsp.checkpoints import resolve_folder
+    from cl_core.hf import resolve
 
     missing = str(tmp_path / "no" / "such" / "dir")
     with pytest.raises(ValueError, match="folder does not exist") as err:  # when the spec is validated
         BertParams(checkpoint=missing)
     assert missing in str(err.value)
     with pytest.raises(BuildError, match="does not exist") as err:  # a folder removed after validation
-        resolve_folder(missing)
+        resolve(missing, "checkpoint", BuildError)
     assert missing in str(err.value)
 
 
@@ -204,7 +211,7 @@ def test_weights_that_do_not_fit_the_config(saved_checkpoint):
     folder, _, _ = saved_checkpoint
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 48}))
-    with pytest.raises(BuildError, match="does not match"):
+    with pytest.raises(BuildError, match="do not fit its config.json: .*of another shape"):
         load_bert(BertParams(checkpoint=str(folder)))
 
 
@@ -220,7 +227,7 @@ def test_tokenizer_larger_than_the_model_vocabulary(saved_checkpoint):
         if state[key].shape and state[key].shape[0] == config["vocab_size"]:
             state[key] = state[key][:1000].clone()
     save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(BuildError, match="30522 tokens but the model .* has vocab_size 1000"):
+    with pytest.raises(BuildError, match="30,522 tokens but the model .* embeds only 1,000"):
         load_bert(BertParams(checkpoint=str(folder)))
 
 
@@ -228,17 +235,16 @@ def test_missing_tokenizer_files(saved_checkpoint, tmp_path):
     folder, _, _ = saved_checkpoint
     empty = tmp_path / "tok"
     empty.mkdir()
-    with pytest.raises(BuildError, match="neither tokenizer.json nor vocab.txt"):
+    with pytest.raises(BuildError, match="no tokenizer in .*none of tokenizer.json, vocab.txt"):
         load_bert(BertParams(checkpoint=str(folder), tokenizer=str(empty)))
 
 
 def test_vocab_txt_tokenizer_matches_tokenizer_json(saved_checkpoint):
     folder, _, _ = saved_checkpoint
     (folder / "tokenizer.json").unlink()
-    from cl_bert_nsp.bert import PairTokenizer
-    from cl_bert_nsp.checkpoints import minilm_dir
+    from cl_core.hf import load_tokenizer, minilm_dir
 
-    from_vocab, from_json = PairTokenizer(folder), PairTokenizer(minilm_dir())
+    from_vocab, from_json = load_tokenizer(folder), load_tokenizer(minilm_dir())
     texts = ["Photosynthesis turns light into chemical ENERGY.", "naïve café"]
     assert from_vocab.ids(texts) == from_json.ids(texts)
 
@@ -265,7 +271,7 @@ class TestBertContract(EncoderContract):
     name = "bert-nsp.bert"
 
     @pytest.fixture
-    def params(self, tiny_bert_params):  # masked-LM parameters learn through auxiliary_losses (tested above)
+    def params(self, tiny_bert_params):  # masked-LM parameters learn through the bert-nsp.mlm objective (above)
         return tiny_bert_params
 
     @pytest.fixture

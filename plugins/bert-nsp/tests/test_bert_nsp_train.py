@@ -46,6 +46,8 @@ def _spec(tmp_path, data_file, **trainer):
                      "label": {"type": "bert-nsp.nsp-head"}},
         "scorer": {"type": "core.dot"},
         "loss": {"type": "core.info-nce"},
+        "objective": [{"type": "core.contrastive", "roles": ["pair", "label"], "name": "nsp"},
+                      {"type": "bert-nsp.mlm", "role": "pair"}],
         "trainer": {"lr": 2e-3, "weight_decay": 0.01, "warmup_steps": 5, "log_every": 5, **trainer},
         "evaluate": [{"type": "bert-nsp.nsp-accuracy", "max_pairs": 200}],
     }
@@ -115,16 +117,16 @@ def test_pipeline_overfits_a_fixed_batch_through_the_candidate_set(tmp_path):
     source = pipeline.dataset.splits()["train"]
     batch = next(pipeline.sampler.batches(source, generator=torch.Generator().manual_seed(0)))
     prepared = pipeline.prepare(batch)
-    assert set(prepared) == {"pair"}  # the candidate set needs no inputs
+    assert set(prepared.inputs) == {"pair"}  # the candidate set needs no inputs
     optimizer = torch.optim.AdamW(pipeline.parameters(), lr=3e-3)
     losses = []
     for _ in range(40):
-        out = pipeline.training_loss(prepared, batch.labels, torch.device("cpu"))
-        assert set(out.parts) >= {"pair/mlm"}
+        out = pipeline.training_loss(prepared, torch.device("cpu"))
+        assert set(out.parts) >= {"nsp", "mlm"}
         optimizer.zero_grad()
         out.value.backward()
         optimizer.step()
-        losses.append(float(out.parts.get("q2c", out.value)))
+        losses.append(float(out.parts["nsp"]))
     assert losses[0] > 0.6 and losses[-1] < 0.1, (losses[0], losses[-1])
 
 
@@ -139,9 +141,9 @@ def test_cl_train_runs_nsp_with_joint_masked_lm(tmp_path):
     assert "nsp/heldout/accuracy" in out.stdout
     lines = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in lines if "loss" in r]
-    assert len(steps) == 4 and all("pair/mlm" in r for r in steps)  # the masked-LM loss is its own part
-    assert steps[-1]["pair/mlm"] < steps[0]["pair/mlm"] - 1.0  # and it is being learned
-    assert all(abs(r["loss"] - r["pair/mlm"] - r["q2c"]) < 1e-4 for r in steps)  # loss = NSP + MLM
+    assert len(steps) == 4 and all("mlm" in r for r in steps)  # the masked-LM objective is logged by name
+    assert steps[-1]["mlm"] < steps[0]["mlm"] - 1.0  # and it is being learned
+    assert all(abs(r["loss"] - r["mlm"] - r["nsp"]) < 1e-4 for r in steps)  # loss = NSP + MLM
     result = [r["eval"] for r in lines if "eval" in r][-1]
     assert result["nsp/heldout/count"] == 30 and 0.0 <= result["nsp/heldout/accuracy"] <= 1.0
 

@@ -201,7 +201,7 @@ def test_feature_cache_cleared_on_load_and_evicts(images):
     assert tower.cache_len == len(images)
     tower.load_state_dict(tower.state_dict())
     assert tower.cache_len == 0
-    tower._cache_size = 2
+    tower.feature_cache.capacity = 2
     tower.encode(tower.prepare(images))
     assert tower.cache_len == 2
 
@@ -215,7 +215,7 @@ def test_cached_rows_are_left_out_of_prepare_and_embed_the_same(images):
     assert not again["pixels"].any(), "nothing is resized for rows the cache serves"
     assert torch.equal(tower.encode(again), first)
     assert calls == [len(images)]
-    assert not tower._claimed, "claims are released once their batch is encoded"
+    assert not tower.feature_cache.num_claimed, "claims are released once their batch is encoded"
 
 
 @pytest.mark.parametrize("loss", ["cleared", "evicted"])
@@ -227,13 +227,27 @@ def test_a_left_out_row_that_the_cache_lost_is_prepared_when_encoded(images, los
     if loss == "cleared":
         tower.load_state_dict(tower.state_dict())  # new weights clear the cache
     else:
-        tower._cache_size = 2
+        tower.feature_cache.capacity = 2
         tower.encode(tower.prepare(images[:1]))
         tower.encode(tower.prepare([np.full((8, 8, 3), v, dtype=np.uint8) for v in (1, 2)]))  # evicts the rest
     calls = _count_trunk_rows(tower)
     assert torch.equal(tower.encode(prepared), first)
     assert calls == [len(images)], "every lost row is prepared from its claimed item and runs the trunk"
-    assert not tower._claimed
+    assert not tower.feature_cache.num_claimed
+
+
+def test_a_frozen_encoder_around_a_tower_gives_back_the_towers_claims(images):
+    from cl_core.frozen import FrozenEncoder
+
+    tower = TINY["efficientnet"]()
+    frozen = FrozenEncoder(tower).train()
+    assert not tower.training and not any(p.requires_grad for p in frozen.parameters())
+    first = frozen.encode(frozen.prepare(images))
+    again = frozen.prepare(images)  # the tower leaves every row out and claims it; the wrapper serves them all
+    assert not again["ready"].any() and "encoder.key" in again
+    calls = _count_trunk_rows(tower)
+    assert torch.equal(frozen.encode(again), first)
+    assert calls == [] and not tower.feature_cache.num_claimed
 
 
 def test_a_tower_with_a_warm_cache_can_be_copied_and_pickled(images):
@@ -244,7 +258,7 @@ def test_a_tower_with_a_warm_cache_can_be_copied_and_pickled(images):
     first = tower.encode(tower.prepare(images))
     tower.prepare(images)  # claims in flight stay with the original
     for twin in (copy.deepcopy(tower), pickle.loads(pickle.dumps(tower))):
-        assert twin.cache_len == len(images) and not twin._claimed
+        assert twin.cache_len == len(images) and not twin.feature_cache.num_claimed
         assert torch.equal(twin.encode(twin.prepare(images)), first)
 
 

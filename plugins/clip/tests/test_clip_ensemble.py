@@ -149,11 +149,11 @@ def test_members_of_one_size_leave_a_row_out_only_when_every_members_cache_serve
     first_member.encode(first_member.prepare(arrays))  # only the first member's cache is warm
     prepared = ensemble.prepare(arrays)
     assert "0.ready" not in prepared and prepared["0.pixels"].any(), "the second member needs the pixels"
-    assert not first_member._claimed, "claims on rows prepared after all are given back"
+    assert not first_member.feature_cache.num_claimed, "claims on rows prepared after all are given back"
     with torch.no_grad():
         expected = ensemble.encode(prepared)
     again = ensemble.prepare(arrays)
     assert again["0.ready"].tolist() == again["1.ready"].tolist() == [False] * len(arrays)
     with torch.no_grad():
         assert torch.equal(ensemble.encode(again), expected)
-    assert not any(member._claimed for member in ensemble.members)
+    assert not any(member.feature_cache.num_claimed for member in ensemble.members)

@@ -40,6 +40,9 @@ class FakePipeline:
             return self.image_vecs[[int(np.asarray(it)[0, 0, 0]) for it in items]]
         return torch.stack([self.text_vecs[t] for t in items])
 
+    def scorer_for(self, query_role: str, candidate_role: str):
+        return None  # no scorer trained these roles: probabilities use CLIP's scale of 100
+
 
 class Source(DataSource):
     def __init__(self, images, texts, labels, class_names):

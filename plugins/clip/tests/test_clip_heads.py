@@ -76,12 +76,12 @@ def test_flip_in_training_caches_each_orientation_once(arrays):
     keys = set(prepared["key"].tolist())
     for _ in range(8):  # with 4 images, 8 draws see both orientations of each with near certainty
         tower.encode(prepared)
-    cached = set(tower._cache)
+    cached = set(tower.feature_cache.keys())
     assert cached <= keys | {k ^ MIRROR_KEY for k in keys}
     assert len(cached) == 2 * len(arrays)
     # the cached rows are the mirrored images' features, not the originals'
     with torch.no_grad():
         mirrored = tower.prepare([a[:, ::-1].copy() for a in arrays])
         direct = tower.features({"pixels": mirrored["pixels"]})
-    cached_rows = torch.stack([tower._cache[k ^ MIRROR_KEY] for k in prepared["key"].tolist()])
+    cached_rows = torch.stack([tower.feature_cache.peek(k ^ MIRROR_KEY) for k in prepared["key"].tolist()])
     torch.testing.assert_close(cached_rows, direct, rtol=1e-4, atol=1e-5)

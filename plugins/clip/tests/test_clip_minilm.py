@@ -39,7 +39,7 @@ def test_building_the_tower_reads_the_packaged_files_and_leaves_the_environment_
 
     from safetensors.torch import load_file
 
-    from cl_clip.pretrained import minilm_dir
+    from cl_core.hf import minilm_dir
 
     from huggingface_hub import constants
 

@@ -18,8 +18,10 @@ Default off, as in CLIP and open_clip.
 * distributed (torch.distributed with > 1 process): the local loss of :mod:`cl_core.distributed`;
 * tiled: the score matrix is never held (:mod:`~cl_core._builtin.tiled`); for scorers whose scores are
   ``s * a @ b.T`` (dot, cosine, bilinear); chosen by ``implementation="tiled"`` or automatically when
-  Q * C > ``tiled_above``;
-* direct: score, then cross-entropy.
+  Q * C > ``tiled_above``; each row's loss is formed relative to its positive, so it keeps its relative
+  accuracy on saturated batches (losses near 0);
+* direct: score, then ``F.cross_entropy``, accurate to about float32's epsilon in absolute terms (at a
+  float32 loss of 1e-8 the value was measured 17% off relative, ``d/d log s`` 53%; at 3e-3, 1e-5 and 3e-5).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..types import LossOutput, Targets
 from .params import TILED_ABOVE, ClipLossParams, InfoNCEParams
 from .problems import check_embeddings, check_targets
 from .scale import upcast
-from .tiled import tiled_logsumexp
+from .tiled import tiled_cross_entropy
 
 IMPLEMENTATIONS = ("auto", "direct", "tiled")
 
@@ -168,22 +170,21 @@ class InfoNCELoss(Loss):
         labels = self._labels(targets)
         if self.symmetric:
             inverse_positive(targets.positive)
-        row_sum, col_sum = tiled_logsumexp(a, b, s, targets.positive, row_labels=labels, col_labels=labels,
-                                           n_col=q if self.symmetric else 0, budget_mb=self.tile_mb)
-        pos_sum = _positive_scores(a, b, s, targets.positive).sum()
-        forward = (row_sum - pos_sum) / q
+        row_sum, col_sum = tiled_cross_entropy(a, b, s, targets.positive, row_labels=labels, col_labels=labels,
+                                               n_col=q if self.symmetric else 0, budget_mb=self.tile_mb)
+        forward = row_sum / q
         if not self.symmetric:
             return LossOutput(forward, {"q2c": forward.detach()})
-        backward = (col_sum - pos_sum) / q
+        backward = col_sum / q
         return LossOutput((forward + backward) / 2, {"q2c": forward.detach(), "c2q": backward.detach()})
 
     def _direction(self, rows, columns, scorer, positive, row_labels, col_labels, tiled) -> Tensor:
         """Sum over this rank's rows of the row cross-entropy (rows against every rank's columns)."""
         if tiled:
             a, b, s = scorer.factorize(rows, columns)
-            lse, _ = tiled_logsumexp(a, b, s, positive, row_labels=row_labels, col_labels=col_labels,
-                                     budget_mb=self.tile_mb)
-            return lse - _positive_scores(a, b, s, positive).sum()
+            total, _ = tiled_cross_entropy(a, b, s, positive, row_labels=row_labels, col_labels=col_labels,
+                                           budget_mb=self.tile_mb)
+            return total
         scores = scorer.score(rows, columns)
         exclude = label_exclusion(positive, row_labels, col_labels, scores.shape[1])
         return cross_entropy_rows(scores, positive, exclude).sum()
@@ -207,13 +208,6 @@ class InfoNCELoss(Loss):
         backward = dist.mean_over_ranks(
             self._direction(candidates[:q], all_queries, scorer, inverse, labels, all_labels, tiled), q)
         return LossOutput((forward + backward) / 2, {"q2c": forward.detach(), "c2q": backward.detach()})
-
-
-def _positive_scores(a: Tensor, b: Tensor, scale: Tensor | None, positive: Tensor) -> Tensor:
-    """``S_{i, positive_i}`` ``[R]`` from the factors (O(R * M), no score matrix)."""
-    dtype = torch.promote_types(a.dtype, torch.float32)
-    raw = (a.to(dtype) * b.to(dtype)[positive]).sum(1)
-    return raw if scale is None else scale.to(dtype) * raw
 
 
 class ClipLoss(InfoNCELoss):

@@ -208,13 +208,25 @@ class SupConParams:
         form: "out" = the mean over positives outside the log (L_out, the paper's better form);
             "in" = inside the log (L_in).
         views: "joint" = Khosla's multi-view batch: queries and candidates are two views, all 2B
-            views are anchors and candidates (self excluded); without labels this is SimCLR's NT-Xent.
+            views are anchors and candidates (self excluded); without labels this is SimCLR's NT-Xent
+            (``core.nt-xent``, which also ignores labels).
             "pair" = queries against candidates only (own pair + same label are positives).
             "single" = one view: queries against themselves, self excluded, positives by label.
     """
 
     form: Literal["out", "in"] = "out"
     views: Views = "joint"
+
+
+@frozen(kw_only=True)
+class NTXentParams:
+    """``core.nt-xent``: SimCLR's normalized temperature-scaled cross-entropy (Chen et al., 2020, "A Simple
+    Framework for Contrastive Learning of Visual Representations"; PML's ``NTXentLoss``). The 2B views of a
+    batch (queries and candidates) are each scored against the 2B - 1 others; the positive is the other
+    view of the same item, every other view a negative, labels or not (for label positives use
+    ``core.supcon``). The temperature is the scorer's: ``core.cosine`` with ``learn_temperature = false``
+    and temperature 0.5 (SimCLR's default; 0.1 for large batches). No parameters.
+    """
 
 
 @frozen(kw_only=True)
@@ -237,7 +249,9 @@ class ContrastiveParams:
 @frozen(kw_only=True)
 class ContrastiveHingeParams:
     """``core.contrastive-hinge``: pair loss with separate margins (not squared):
-    ``max(0, d - pos_margin)`` for positives, ``max(0, neg_margin - d)`` for negatives.
+    ``max(0, d - pos_margin)`` for positives, ``max(0, neg_margin - d)`` for negatives, each averaged per
+    anchor, then over the anchors with a positive: pytorch-metric-learning's ``ContrastiveLoss`` with
+    ``reducer=PerAnchorReducer(MeanReducer())``, not its default ``AvgNonZeroReducer`` (values differ).
 
     Attributes:
         pos_margin: positives closer than this cost nothing (>= 0).
@@ -259,8 +273,10 @@ class TripletParams:
 
     Attributes:
         margin: >= 0, in the scorer's distance units.
-        mining: "all" = every valid triplet, mean over the active (> 0) ones (Hermans' BA!=0);
-            "hard" = hardest positive and hardest negative per anchor (batch-hard);
+        mining: "all" = every valid triplet, mean over the active (> 0) ones (Hermans' BA!=0; PML's
+            ``TripletMarginLoss`` defaults, ``AvgNonZeroReducer``);
+            "hard" = hardest positive and hardest negative per anchor (batch-hard), mean over the anchors
+            (PML: ``BatchHardMiner`` with ``reducer=MeanReducer()``);
             "semi-hard" = per (anchor, positive), the closest negative farther than the positive, else
             the farthest negative (FaceNet).
         views: "pair", "single" or "joint" (see ``core.supcon``).

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..registry import ComponentInfo
 from ..spec.model import AdamWParams
+from . import composition_params as cp
 from . import params as p
 
 _B = "cl_core._builtin."
@@ -36,6 +37,8 @@ def cl_losses():
                         summary="SigLIP pairwise sigmoid loss with a learnable bias.")
     yield ComponentInfo(name="core.supcon", params=p.SupConParams, factory=_B + "supcon:build_supcon",
                         summary="Supervised contrastive loss, L_out or L_in (NT-Xent without labels).")
+    yield ComponentInfo(name="core.nt-xent", params=p.NTXentParams, factory=_B + "supcon:build_nt_xent",
+                        summary="SimCLR's NT-Xent: each of 2B views against the others, its other view positive.")
     yield ComponentInfo(name="core.contrastive", params=p.ContrastiveParams, factory=_B + "margin:build_contrastive",
                         summary="Hadsell et al. pair loss: d^2 for positives, max(0, m - d)^2 for negatives.")
     yield ComponentInfo(name="core.contrastive-hinge", params=p.ContrastiveHingeParams,
@@ -75,3 +78,14 @@ def cl_trainers():
 def cl_encoders():
     yield ComponentInfo(name="core.shared", params=p.SharedEncoderParams, factory=_B + "shared:build_shared",
                         summary="The encoder of an earlier role, reused (one set of weights for both sides).")
+    yield ComponentInfo(name="core.from-run", params=cp.FromRunParams, factory=_B + "from_run:build_from_run",
+                        summary="An encoder taken from a saved run or Hub id, frozen by default, saved with the run.")
+
+
+@hookimpl
+def cl_objectives():
+    yield ComponentInfo(name="core.contrastive", params=cp.ContrastiveObjectiveParams,
+                        factory=_B + "objectives:build_contrastive",
+                        summary="A catalogue loss over the scores of two roles (the default objective).")
+    yield ComponentInfo(name="core.caption", params=cp.CaptionObjectiveParams, factory=_B + "objectives:build_caption",
+                        summary="Teacher-forced caption cross-entropy of the spec's decoder.")

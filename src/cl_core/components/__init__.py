@@ -5,9 +5,11 @@ from .decoder import Decoder
 from .encoder import CandidateSet, Encoder
 from .evaluator import EvalContext, Evaluator, reportable_ks, warn_evaluation
 from .loss import Loss
+from .objective import EncodedBatch, Objective, PreparedBatch
 from .sampler import Sampler
 from .scorer import Scorer
 from .training import TrainContext, TrainingLoop
 
-__all__ = ["CandidateSet", "DataSource", "Dataset", "Decoder", "Encoder", "EvalContext", "Evaluator", "Loss", "Sampler", "Scorer",
-           "TrainContext", "TrainingLoop", "reportable_ks", "warn_evaluation"]
+__all__ = ["CandidateSet", "DataSource", "Dataset", "Decoder", "EncodedBatch", "Encoder", "EvalContext", "Evaluator",
+           "Loss", "Objective", "PreparedBatch", "Sampler", "Scorer", "TrainContext", "TrainingLoop", "reportable_ks",
+           "warn_evaluation"]

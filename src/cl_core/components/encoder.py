@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..types import EncoderOutput
 from .checks import check_finite, check_matrix
 
 
@@ -18,9 +19,18 @@ class Encoder(nn.Module, abc.ABC):
     Implement :meth:`prepare` (raw items to tensors; runs on CPU in the data path) and :meth:`_encode`.
     Callers use :meth:`encode` (or call the module), which checks the output contract: shape
     ``[B, embed_dim]``, floating dtype, finite values.
+
+    Capabilities are declared as class attributes, so the core never guesses from a class name:
+
+    * ``provides_tokens``: :meth:`_encode_states` also returns token states ``[B, T, D]`` (and a mask)
+      from the same pass, for objectives and decoders that cross-attend (CoCa).
+    * ``needs_inputs``: the encoder embeds raw items of its role; False for a fixed
+      :class:`CandidateSet`, which a batch gives no items for.
     """
 
     modality: ClassVar[str] = "any"
+    provides_tokens: ClassVar[bool] = False
+    needs_inputs: ClassVar[bool] = True
 
     @property
     @abc.abstractmethod
@@ -41,6 +51,36 @@ class Encoder(nn.Module, abc.ABC):
         check_matrix(out, "embeddings", width=self.embed_dim, producer=producer)
         check_finite(out, "embeddings", producer)
         return out
+
+    def encode_states(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        """Embed prepared inputs and return the token states of the same pass (encoders that declare
+        ``provides_tokens``; others give ``tokens = None``).
+
+        Returns:
+            :class:`~cl_core.types.EncoderOutput` with ``embedding [B, embed_dim]`` and, when provided,
+            ``tokens [B, T, D]`` and ``mask [B, T]`` (bool).
+
+        Raises:
+            ValueError: an embedding that breaks the contract, or tokens / mask of the wrong shape.
+            FloatingPointError: non-finite embeddings.
+        """
+        out = self._encode_states(inputs)
+        producer = type(self).__qualname__
+        check_matrix(out.embedding, "embeddings", width=self.embed_dim, producer=producer)
+        check_finite(out.embedding, "embeddings", producer)
+        rows = out.embedding.shape[0]
+        if out.tokens is not None:
+            if out.tokens.dim() != 3 or out.tokens.shape[0] != rows:
+                raise ValueError(f"{producer}: token states must have shape [{rows}, T, D], got "
+                                 f"{list(out.tokens.shape)}")
+            if out.mask is not None and tuple(out.mask.shape) != tuple(out.tokens.shape[:2]):
+                raise ValueError(f"{producer}: the token mask must have shape {list(out.tokens.shape[:2])}, got "
+                                 f"{list(out.mask.shape)}")
+        return out
+
+    def _encode_states(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
+        """Override in encoders that declare ``provides_tokens``; the default has no token states."""
+        return EncoderOutput(self._encode(inputs))
 
     def forward(self, inputs: Mapping[str, Tensor]) -> Tensor:
         return self.encode(inputs)
@@ -91,23 +131,19 @@ class Encoder(nn.Module, abc.ABC):
     def post_step(self) -> None:
         """Called by the trainer after each optimizer step (e.g. to clamp a parameter)."""
 
-    def auxiliary_losses(self) -> dict[str, Tensor]:
-        """Extra scalar training losses computed by the last :meth:`encode` (e.g. BERT's masked-LM loss next to
-        the contrastive one), by name. The pipeline adds each to the loss and logs it as a part. An encoder
-        that computes some must forget them when they are read, so none is counted twice."""
-        return {}
-
 
 class CandidateSet(Encoder):
     """A fixed, learned set of C candidates ``[C, N]`` to score queries against: classification as contrast
     (the class vectors of a linear head, e.g. BERT's next-sentence head, are the candidates).
 
-    When the second encoder role of a pipeline is a CandidateSet, every query is scored against all of
-    :meth:`candidates` and the positive column of row ``i`` is the batch label ``labels[i]``, so
-    ``core.info-nce`` is the softmax cross-entropy over the C classes. Items are candidate indices.
+    A batch gives it no items (``needs_inputs`` is False). When a contrastive objective's candidate role is
+    a CandidateSet, every query is scored against all of :meth:`candidates` and the positive column of row
+    ``i`` is the batch label ``labels[i]``, so ``core.info-nce`` is the softmax cross-entropy over the C
+    classes. :meth:`prepare` takes candidate indices (to embed chosen candidates by hand).
     """
 
     modality: ClassVar[str] = "candidate"
+    needs_inputs: ClassVar[bool] = False
 
     @abc.abstractmethod
     def candidates(self) -> Tensor:

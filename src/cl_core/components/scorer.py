@@ -65,3 +65,7 @@ class Scorer(nn.Module, abc.ABC):
 
     def post_step(self) -> None:
         """Called by the trainer after each optimizer step (the cosine scorer clamps its logit scale)."""
+
+    def logged_scalars(self) -> dict[str, float]:
+        """Scalars the training loop logs with the loss, by name (``{"logit_scale": 14.3}``). Default: none."""
+        return {}

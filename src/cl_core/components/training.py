@@ -59,6 +59,9 @@ class TrainingLoop(abc.ABC):
     total_steps: int = 0
     steps_per_epoch: int = 0
     epochs: int = 0
+    epoch: int = 0
+    #: whether the run writes plots into ``plots/`` (a loop whose params have a ``plots`` switch sets it)
+    plots: bool = True
 
     def __init__(self, ctx: TrainContext) -> None:
         self.pipeline = ctx.pipeline
@@ -80,6 +83,15 @@ class TrainingLoop(abc.ABC):
     def fit(self, plots_dir: Path | None = None) -> dict[str, float]:
         """Train to ``total_steps`` (continuing from the current state), evaluate, checkpoint; return the
         evaluation metrics."""
+
+    def divergence_hints(self) -> list[str]:
+        """What to change when the run diverged (a non-finite loss, embedding or weight), most likely first,
+        each a short imperative naming the spec key and its value: ``lower trainer.lr (now 0.1)``."""
+        return ["lower trainer.lr"]
+
+    def lower_lr_override(self) -> str:
+        """The ``--set`` option that retries with a lower learning rate (``--set trainer.lr=0.01``)."""
+        return "--set trainer.lr=..."
 
     @abc.abstractmethod
     def resume(self) -> None:
@@ -112,5 +124,5 @@ class TrainingLoop(abc.ABC):
         for evaluator in self.pipeline.evaluators:
             results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
         self.eval_results = results
-        self.write_metrics({"step": self.step, "epoch": getattr(self, "epoch", 0), "eval": results})
+        self.write_metrics({"step": self.step, "epoch": self.epoch, "eval": results})
         return results

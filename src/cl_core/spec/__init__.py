@@ -26,6 +26,7 @@ from .model import (
     EncoderRef,
     EvaluatorRef,
     LossRef,
+    ObjectiveRef,
     PipelineSpec,
     RunSpec,
     SamplerRef,
@@ -37,7 +38,7 @@ from .structure import Structurer, join
 from .text import override_value, toml_value
 
 __all__ = [
-    "ComponentRef", "DatasetRef", "DecoderRef", "EncoderRef", "EvaluatorRef", "LossRef", "PipelineSpec",
+    "ComponentRef", "DatasetRef", "DecoderRef", "EncoderRef", "EvaluatorRef", "LossRef", "ObjectiveRef", "PipelineSpec",
     "RunSpec", "SamplerRef", "ScorerRef", "TrainerSpec", "TrainerRef", "AdamWParams", "load_spec", "loads_spec", "dump_spec",
     "unstructure_spec", "parse_overrides", "structure_spec", "with_absolute_paths",
 ]
@@ -262,6 +263,7 @@ def with_absolute_paths(spec: PipelineSpec) -> PipelineSpec:
     return attrs.evolve(
         spec, data=fix(spec.data), sampler=fix(spec.sampler), scorer=fix(spec.scorer), loss=fix(spec.loss),
         decoder=fix(spec.decoder), trainer=fix(spec.trainer), evaluate=tuple(fix(r) for r in spec.evaluate),
+        objective=tuple(fix(r) for r in spec.objective),
         encoders={role: fix(ref) for role, ref in spec.encoders.items()},
     )
 

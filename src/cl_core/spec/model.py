@@ -1,7 +1,7 @@
 """The spec model: frozen attrs classes a TOML spec file is structured into (torch-free).
 
 Component tables (``[data]``, ``[sampler]``, ``[encoders.<role>]``, ``[scorer]``, ``[loss]``,
-``[decoder]``, ``[[evaluate]]``) hold one reserved key, ``type`` (a registered component name); every
+``[decoder]``, ``[[objective]]``, ``[[evaluate]]``) hold one reserved key, ``type`` (a registered component name); every
 other key is a field of that component's ``Params`` class.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import attrs
 from attrs import field, frozen, validators
 
 Device = str  # "auto", "cpu", "cuda", "cuda:1", "mps"
@@ -60,6 +61,11 @@ class LossRef(ComponentRef):
 @frozen(kw_only=True)
 class DecoderRef(ComponentRef):
     kind: ClassVar[str] = "decoder"
+
+
+@frozen(kw_only=True)
+class ObjectiveRef(ComponentRef):
+    kind: ClassVar[str] = "objective"
 
 
 @frozen(kw_only=True)
@@ -143,19 +149,59 @@ class AdamWParams:
 
 @frozen(kw_only=True)
 class PipelineSpec:
-    """A whole spec file."""
+    """A whole spec file.
+
+    What trains: the ``[[objective]]`` tables; without any, ``[loss]`` (with ``[scorer]``) over the first two
+    encoder roles is the one objective. A spec with neither trains nothing: its encoders, decoder and
+    evaluators run with ``cl eval SPEC`` (an iterative decoder over a trained model). ``[data]`` and
+    ``[sampler]`` are needed to train; ``[data]`` also to evaluate.
+    """
 
     format: int = 1
     run: RunSpec = RunSpec()
-    data: DatasetRef
-    sampler: SamplerRef
-    encoders: dict[str, EncoderRef]
-    scorer: ScorerRef
-    loss: LossRef
+    data: DatasetRef | None = None
+    sampler: SamplerRef | None = None
+    encoders: dict[str, EncoderRef] = field(factory=dict)
+    scorer: ScorerRef | None = None
+    loss: LossRef | None = None
     decoder: DecoderRef | None = None
+    objective: tuple[ObjectiveRef, ...] = ()
     trainer: TrainerRef = field(factory=lambda: TrainerRef(type="core.adamw", params=AdamWParams()))
     evaluate: tuple[EvaluatorRef, ...] = ()
     provenance: dict[str, Any] | None = None
+
+    def components(self) -> list[tuple[str, ComponentRef]]:
+        """Every component table of the spec with its TOML path, nested ones included (an objective's own
+        ``loss`` table, the saved table of a tower taken from a run), top-level tables first."""
+        found: list[tuple[str, ComponentRef]] = []
+
+        def walk(path: str, value: Any) -> None:
+            if isinstance(value, ComponentRef):
+                found.append((path, value))
+                walk(path, value.params)
+            elif isinstance(value, (tuple, list)):
+                for i, item in enumerate(value):
+                    walk(f"{path}[{i}]", item)
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(f"{path}.{key}" if path else key, item)
+            elif attrs.has(type(value)):
+                for f in attrs.fields(type(value)):
+                    walk(f"{path}.{f.name}" if path else f.name, getattr(value, f.name))
+
+        for f in attrs.fields(type(self)):
+            if f.name != "provenance":
+                walk(f.name, getattr(self, f.name))
+        return found
+
+    @property
+    def trains(self) -> bool:
+        """Whether the spec has anything to train (objectives, or a top-level loss)."""
+        return bool(self.objective) or self.loss is not None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.encoders and self.decoder is None:
+            raise ValueError("a spec needs [encoders.<role>] tables or a [decoder]")
 
 
 #: The old name of :class:`AdamWParams` (``[trainer]`` before training loops were pluggable).

@@ -18,7 +18,7 @@ import attrs
 import cattrs
 
 from ..errors import Problem, UnknownComponentError, did_you_mean
-from ..registry import Registry
+from ..registry import Registry, plural
 from .model import ComponentRef
 from .text import toml_value
 
@@ -59,9 +59,9 @@ def type_name(tp: Any) -> str:
     )
 
 
-def param_signature(cls: type) -> str:
-    """``name: type = default`` for each field (defaults spelled as TOML, ``(not set)`` for none), for
-    "parameters: ..." hints and ``cl components``."""
+def param_parts(cls: type) -> list[str]:
+    """``name: type = default`` for each field, in declaration order (defaults spelled as TOML, ``(not set)``
+    for none): what ``cl components`` wraps, one whole parameter at a time."""
     attrs.resolve_types(cls)
     parts = []
     for f in attrs.fields(cls):
@@ -70,7 +70,12 @@ def param_signature(cls: type) -> str:
             default = default.factory()
         shown = "required" if default is attrs.NOTHING else toml_value(default)
         parts.append(f"{f.name}: {type_name(f.type)} = {shown}")
-    return ", ".join(parts)
+    return parts
+
+
+def param_signature(cls: type) -> str:
+    """:func:`param_parts` on one line, for "parameters: ..." hints."""
+    return ", ".join(param_parts(cls))
 
 
 class Structurer:
@@ -209,7 +214,7 @@ class Structurer:
         name = table.pop("type", ref_cls.default_type)
         if name is None:
             self.error(join(path, "type"), f"missing: name the {kind} to use",
-                       f"available {kind}s: {', '.join(self.registry.names(kind))}")
+                       f"available {plural(kind)}: {', '.join(self.registry.names(kind))}")
             return False, None
         if not isinstance(name, str):
             self.error(join(path, "type"), f"expected a {kind} name (string), got {describe(name)}")

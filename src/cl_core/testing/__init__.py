@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = [
     "ComponentContract", "DatasetContract", "DecoderContract", "EncoderContract", "EvaluatorContract",
-    "LossContract", "SamplerContract", "ScorerContract",
+    "LossContract", "ObjectiveContract", "SamplerContract", "ScorerContract",
 ]
 
 

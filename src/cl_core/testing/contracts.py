@@ -458,19 +458,19 @@ class DecoderContract(ComponentContract):
 
     def test_one_string_per_embedding(self, component) -> None:
         component.eval()
-        out = component.decode(self._embeddings(3), max_length=8)
+        out = component.decode(self.condition(3), max_length=8)
         assert isinstance(out, list) and len(out) == 3 and all(isinstance(t, str) for t in out)
 
     def test_max_length_is_respected(self, component) -> None:
         component.eval()
         for max_length in (1, 2, 5):
-            out = component.decode(self._embeddings(4), max_length=max_length)
+            out = component.decode(self.condition(4), max_length=max_length)
             too_long = [t for t in out if self.length(t) > max_length]
             assert not too_long, f"max_length={max_length}: {too_long}"
 
     def test_eval_mode_is_deterministic(self, component) -> None:
         component.eval()
-        x = self._embeddings(4)
+        x = self.condition(4)
         with torch.no_grad():
             assert component.decode(x, max_length=6) == component.decode(x, max_length=6)
 
@@ -493,9 +493,123 @@ class DecoderContract(ComponentContract):
         twin = registered.info.load_factory()(params, BuildContext())
         twin.load_state_dict(load_file(str(path)))
         twin.eval()
-        x = self._embeddings(4)
+        x = self.condition(4)
         assert twin.decode(x, max_length=6) == component.decode(x, max_length=6)
+
+    # -- trainable decoders (``trainable = True``): the caption objective's side of the contract ---------------
+    captions: ClassVar[tuple[str, ...]] = ("a red heart", "a dog face", "a smiling cat with heart eyes")
+
+    def condition(self, n: int = 3) -> Any:
+        """What the decoder is conditioned on: ``[n, embed_dim]`` embeddings, with ``[n, 3, embed_dim]`` token
+        states for a decoder that ``reads_tokens``. Override for other shapes."""
+        from ..types import EncoderOutput
+
+        g = torch.Generator().manual_seed(1)
+        tokens = torch.randn(n, 3, self.embed_dim, generator=g)
+        return EncoderOutput(self._embeddings(n), tokens=tokens if getattr(self, "_reads_tokens", False) else None)
+
+    @pytest.fixture(autouse=True)
+    def _condition_shape(self, component) -> None:
+        self._reads_tokens = bool(getattr(component, "reads_tokens", False))
+
+    def _trainable(self, component) -> None:
+        if not component.trainable:
+            pytest.skip("not a trainable decoder")
+
+    def test_prepare_gives_one_row_per_caption(self, component) -> None:
+        self._trainable(component)
+        prepared = component.prepare(list(self.captions))
+        assert prepared and all(v.shape[0] == len(self.captions) for v in prepared.values())
+        assert all(v.device.type == "cpu" for v in prepared.values())
+
+    def test_caption_loss_is_a_finite_scalar_with_gradients(self, component) -> None:
+        self._trainable(component)
+        component.train()
+        out = component.caption_loss(self.condition(len(self.captions)), component.prepare(list(self.captions)))
+        assert out.value.dim() == 0 and torch.isfinite(out.value)
+        out.value.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in component.parameters()), \
+            "the caption loss must reach the decoder's weights"
+
+    def test_teacher_forcing_learns_a_fixed_batch(self, component) -> None:
+        self._trainable(component)
+        torch.manual_seed(0)
+        component.train()
+        condition, targets = self.condition(len(self.captions)), component.prepare(list(self.captions))
+        trainable = [p for p in component.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(trainable, lr=1e-2)
+        first = None
+        for _ in range(30):
+            value = component.caption_loss(condition, targets).value
+            first = float(value) if first is None else first
+            optimizer.zero_grad()
+            value.backward()
+            optimizer.step()
+        last = float(component.caption_loss(condition, targets).value)
+        assert last < first * 0.8, f"30 steps on one batch should lower the caption loss: {first:.4f} -> {last:.4f}"
+
+    def test_caption_loss_refuses_mismatched_rows(self, component) -> None:
+        self._trainable(component)
+        with pytest.raises(ValueError):
+            component.caption_loss(self.condition(2), component.prepare(list(self.captions)))
+
+
+class ObjectiveContract(ComponentContract):
+    """Objectives: declared roles that make sense, a finite scalar value that reaches the encoders' outputs,
+    detached scalar parts, deterministic in eval mode, and a ``prepare`` that draws no global randomness.
+
+    Override ``build_context`` with the encoders (and decoder) the objective is built against, and
+    ``encoded_batch`` with an :class:`~cl_core.components.EncodedBatch` of those roles (outputs that require
+    gradients, so the test can see the value depends on them). ``batch`` (a raw
+    :class:`~cl_core.types.Batch`) is needed only by objectives that prepare inputs of their own.
+    """
+
+    kind = "objective"
+
+    @pytest.fixture
+    def encoded_batch(self) -> Any:
+        raise NotImplementedError("override the `encoded_batch` fixture with an EncodedBatch of the objective's roles")
+
+    @pytest.fixture
+    def batch(self) -> Any:
+        return None
+
+    def test_declares_its_roles(self, component) -> None:
+        import re
+
+        assert component.roles and all(isinstance(r, str) and r for r in component.roles)
+        assert set(component.token_roles) <= set(component.roles)
+        assert set(component.second_view_roles) <= set(component.roles)
+        assert component.weight >= 0
+        assert re.match(r"^[a-z0-9][a-z0-9_/#-]*$", component.name), component.name
+
+    def test_value_is_a_finite_scalar_that_reaches_the_outputs(self, component, encoded_batch) -> None:
+        component.train()
+        out = component.compute(encoded_batch)
+        assert out.value.dim() == 0 and torch.isfinite(out.value)
+        leaves = [o.embedding for o in encoded_batch.outputs.values() if o.embedding.requires_grad]
+        leaves += [o.tokens for o in encoded_batch.outputs.values() if o.tokens is not None and o.tokens.requires_grad]
+        if leaves:
+            grads = torch.autograd.grad(out.value, leaves, allow_unused=True)
+            assert any(g is not None and g.abs().sum() > 0 for g in grads), "the value ignores every encoder output"
+
+    def test_parts_are_detached_scalars(self, component, encoded_batch) -> None:
+        out = component.compute(encoded_batch)
+        for name, value in out.parts.items():
+            assert value.dim() == 0 and not value.requires_grad, name
+
+    def test_eval_mode_is_deterministic(self, component, encoded_batch) -> None:
+        component.eval()
+        with torch.no_grad():
+            assert torch.equal(component.compute(encoded_batch).value, component.compute(encoded_batch).value)
+
+    def test_prepare_draws_no_global_randomness(self, component, batch) -> None:
+        if batch is None:
+            pytest.skip("no raw batch given (the objective prepares nothing of its own)")
+        state = torch.get_rng_state()
+        component.prepare(batch)
+        assert torch.equal(state, torch.get_rng_state()), "prepare() runs in the data thread: no global RNG"
 
 
 __all__ = ["ComponentContract", "EncoderContract", "ScorerContract", "LossContract", "SamplerContract",
-           "DatasetContract", "EvaluatorContract", "DecoderContract", "SpecError"]
+           "DatasetContract", "EvaluatorContract", "DecoderContract", "ObjectiveContract", "SpecError"]

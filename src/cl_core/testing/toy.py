@@ -1,6 +1,7 @@
-"""A tiny in-process plugin (entry-point name ``toy``) for tests and examples: a synthetic paired
-dataset, a linear encoder, an alignment evaluator and a nearest-class decoder. Register it on a host with
-``host.register(toy, name="toy")``.
+"""A tiny in-process plugin (entry-point name ``toy``) for tests and examples: synthetic paired datasets
+(two views, or an anchor bound to two other views in separate pair types), a linear encoder (optionally
+with token states), a character text encoder, an alignment evaluator, a nearest-class decoder and a small
+trainable character decoder. Register it on a host with ``host.register(toy, name="toy")``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from attrs import field, frozen, validators
 
-from ..plugins import hookimpl
+from ..hookspecs import hookimpl
 from ..registry import ComponentInfo
 
 
@@ -31,6 +32,23 @@ class ToyPairsParams:
     classes: int = field(default=16, validator=validators.gt(0))
     noise: float = field(default=0.1, validator=validators.ge(0))
     seed: int = 0
+    #: also give each example a ``text`` field: its class name (``"class 3"``), a caption to decode
+    captions: bool = False
+
+
+@frozen(kw_only=True)
+class ToyBoundParams:
+    """``toy.bound``: an anchor view ``a`` bound to two other views in separate pair types, as ImageBind binds
+    audio and line art to images: group ``a-b`` has fields ``a``, ``b``; group ``a-c`` has ``a``, ``c`` (no
+    example has ``b`` and ``c``). Views are noisy copies of ``classes`` random centres; ``c`` is a fixed random
+    rotation of them, so it must be learned, not copied.
+    """
+
+    size: int = field(default=64, validator=validators.gt(0))
+    dim: int = field(default=8, validator=validators.gt(0))
+    classes: int = field(default=16, validator=validators.gt(0))
+    noise: float = field(default=0.1, validator=validators.ge(0))
+    seed: int = 0
 
 
 @frozen(kw_only=True)
@@ -40,10 +58,41 @@ class ToyLinearParams:
     Attributes:
         in_dim: input width.
         embed_dim: output width.
+        tokens: also return this many token states ``[B, tokens, embed_dim]`` (another linear map of the
+            input; their mean is added to the embedding), for objectives that cross-attend; 0 = none.
     """
 
     in_dim: int = field(default=8, validator=validators.gt(0))
     embed_dim: int = field(default=4, validator=validators.gt(0))
+    tokens: int = field(default=0, validator=validators.ge(0))
+
+
+@frozen(kw_only=True)
+class ToyCharsParams:
+    """``toy.chars``: a text encoder: the mean of learned character embeddings, then a linear map.
+
+    Attributes:
+        embed_dim: output width.
+    """
+
+    embed_dim: int = field(default=4, validator=validators.gt(0))
+
+
+@frozen(kw_only=True)
+class ToyCharDecoderParams:
+    """``toy.char-decoder``: a trainable character GRU decoder, conditioned on an embedding (a linear map of it
+    is added to every input step, as a prefix would be attended to) or, with ``reads_tokens``, on the mean of
+    the conditioning role's token states; trained by ``core.caption`` with teacher forcing, decoded greedily.
+
+    Attributes:
+        embed_dim: width of the embeddings (or token states) it conditions on.
+        hidden: GRU width.
+        reads_tokens: condition on token states instead of the embedding.
+    """
+
+    embed_dim: int = field(default=4, validator=validators.gt(0))
+    hidden: int = field(default=32, validator=validators.gt(0))
+    reads_tokens: bool = False
 
 
 @frozen(kw_only=True)
@@ -85,7 +134,7 @@ def build_pairs(params: ToyPairsParams, ctx: Any):
         return a, b, labels.astype("int64")
 
     class Source(DataSource):
-        fields = ("a", "b")
+        fields = ("a", "b", "text") if params.captions else ("a", "b")
 
         def __init__(self, a: np.ndarray, b: np.ndarray, labels: np.ndarray):
             self.a, self.b, self.labels = a, b, labels
@@ -95,7 +144,10 @@ def build_pairs(params: ToyPairsParams, ctx: Any):
             return len(self.a)
 
         def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
-            return {"a": [self.a[i] for i in indices], "b": [self.b[i] for i in indices]}
+            out = {"a": [self.a[i] for i in indices], "b": [self.b[i] for i in indices]}
+            if params.captions:
+                out["text"] = [self.class_names[int(self.labels[i])] for i in indices]
+            return out
 
     class Pairs(Dataset):
         def __init__(self) -> None:
@@ -107,18 +159,65 @@ def build_pairs(params: ToyPairsParams, ctx: Any):
     return Pairs()
 
 
+def build_bound(params: ToyBoundParams, ctx: Any):
+    import numpy as np
+
+    from ..components import Dataset, DataSource
+
+    rng = np.random.default_rng(params.seed)
+    centres = rng.normal(size=(params.classes, params.dim)).astype("float32")
+    rotation = np.linalg.qr(rng.normal(size=(params.dim, params.dim)))[0].astype("float32")
+
+    def view(labels: np.ndarray) -> np.ndarray:
+        return centres[labels] + params.noise * rng.normal(size=(len(labels), params.dim)).astype("float32")
+
+    class Source(DataSource):
+        fields = ("a", "b", "c")
+        group_names = ("a-b", "a-c")
+
+        def __init__(self, n: int):
+            self.labels = rng.integers(0, params.classes, size=n).astype("int64")
+            self.groups = (np.arange(n) % 2).astype("int64")  # even rows pair a with b, odd rows a with c
+            self.a, self.b, self.c = view(self.labels), view(self.labels), view(self.labels) @ rotation
+            self.class_names = [f"class {i}" for i in range(params.classes)]
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
+            kinds = {int(self.groups[i]) for i in indices}
+            other = {0: "b", 1: "c"}
+            out: dict[str, list[Any]] = {"a": [self.a[i] for i in indices]}
+            for kind in kinds:  # a batch within one group carries one pair type
+                out[other[kind]] = [getattr(self, other[kind])[i] for i in indices]
+            return out
+
+    class Bound(Dataset):
+        def __init__(self) -> None:
+            self._splits = {"train": Source(params.size), "heldout": Source(max(8, params.size // 4))}
+
+        def splits(self) -> Mapping[str, DataSource]:
+            return self._splits
+
+    return Bound()
+
+
 def build_linear(params: ToyLinearParams, ctx: Any):
     import numpy as np
     import torch
 
     from ..components import Encoder
+    from ..types import EncoderOutput
 
     class Linear(Encoder):
         modality = "vector"
+        provides_tokens = params.tokens > 0
 
         def __init__(self) -> None:
             super().__init__()
             self.proj = torch.nn.Linear(params.in_dim, params.embed_dim)
+            if params.tokens:
+                self.token_proj = torch.nn.Linear(params.in_dim, params.tokens * params.embed_dim)
 
         @property
         def embed_dim(self) -> int:
@@ -130,9 +229,117 @@ def build_linear(params: ToyLinearParams, ctx: Any):
             return {"x": torch.as_tensor(np.stack(items), dtype=torch.float32)}
 
         def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return self.proj(inputs["x"])
+            return self._encode_states(inputs).embedding
+
+        def _encode_states(self, inputs: Mapping[str, torch.Tensor]) -> EncoderOutput:
+            x = inputs["x"]
+            if not params.tokens:
+                return EncoderOutput(self.proj(x))
+            tokens = self.token_proj(x).view(x.shape[0], params.tokens, params.embed_dim)
+            return EncoderOutput(self.proj(x) + tokens.mean(dim=1), tokens=tokens)
 
     return Linear()
+
+
+#: The characters the toy text components know; index 0 pads, 1 starts and 2 ends a caption.
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 "
+PAD, BOS, EOS = 0, 1, 2
+
+
+def _char_ids(texts: Sequence[str], *, bos: bool, eos: bool) -> Any:
+    """``[B, T]`` int64 character ids of ``texts`` (unknown characters dropped), padded with ``PAD``."""
+    import torch
+
+    rows = [[BOS] * bos + [3 + CHARS.index(ch) for ch in str(t).lower() if ch in CHARS] + [EOS] * eos for t in texts]
+    width = max(1, max((len(r) for r in rows), default=1))
+    return torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def build_chars(params: ToyCharsParams, ctx: Any):
+    import torch
+
+    from ..components import Encoder
+
+    class Chars(Encoder):
+        modality = "text"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.table = torch.nn.Embedding(3 + len(CHARS), 16, padding_idx=PAD)
+            self.proj = torch.nn.Linear(16, params.embed_dim)
+
+        @property
+        def embed_dim(self) -> int:
+            return params.embed_dim
+
+        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+            return {"ids": _char_ids(items, bos=False, eos=False)}
+
+        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            ids = inputs["ids"]
+            mask = (ids != PAD).unsqueeze(-1).to(self.table.weight.dtype)
+            mean = (self.table(ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return self.proj(mean)
+
+    return Chars()
+
+
+def build_char_decoder(params: ToyCharDecoderParams, ctx: Any):
+    import torch
+    import torch.nn.functional as F
+
+    from ..components import Decoder
+    from ..types import LossOutput
+
+    class CharDecoder(Decoder):
+        trainable = True
+        reads_tokens = params.reads_tokens
+
+        def __init__(self) -> None:
+            super().__init__()
+            vocab = 3 + len(CHARS)
+            self.init = torch.nn.Linear(params.embed_dim, params.hidden)
+            self.table = torch.nn.Embedding(vocab, params.hidden)
+            self.gru = torch.nn.GRU(params.hidden, params.hidden, batch_first=True)
+            self.out = torch.nn.Linear(params.hidden, vocab)
+
+        def prepare(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+            return {"ids": _char_ids(texts, bos=True, eos=True)}
+
+        def _inputs(self, ids: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+            return self.table(ids) + self.init(condition).unsqueeze(1)
+
+        def _condition(self, condition: Any) -> torch.Tensor:
+            return condition.tokens.mean(dim=1) if params.reads_tokens else condition.embedding
+
+        def _caption_loss(self, condition: Any, targets: Mapping[str, torch.Tensor]) -> Any:
+            ids = targets["ids"]
+            states, _ = self.gru(self._inputs(ids[:, :-1], self._condition(condition)))
+            logits = self.out(states)
+            value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD)
+            return LossOutput(value)
+
+        def _decode_output(self, condition: Any, *, max_length: int) -> list[str]:
+            return self._decode(self._condition(condition), max_length=max_length)
+
+        def _decode(self, embeddings: torch.Tensor, *, max_length: int) -> list[str]:
+            hidden = None
+            token = torch.full((embeddings.shape[0], 1), BOS, dtype=torch.long, device=embeddings.device)
+            chars: list[list[str]] = [[] for _ in range(embeddings.shape[0])]
+            done = [False] * embeddings.shape[0]
+            for _ in range(max_length):
+                states, hidden = self.gru(self._inputs(token, embeddings), hidden)
+                token = self.out(states[:, -1]).argmax(-1, keepdim=True)
+                for row, t in enumerate(token[:, 0].tolist()):
+                    if t == EOS:
+                        done[row] = True
+                    elif not done[row] and t > EOS:
+                        chars[row].append(CHARS[t - 3])
+                if all(done):
+                    break
+            return ["".join(c) for c in chars]
+
+    return CharDecoder()
 
 
 def build_alignment(params: ToyAlignmentParams, ctx: Any):
@@ -142,7 +349,8 @@ def build_alignment(params: ToyAlignmentParams, ctx: Any):
 
     class Alignment(Evaluator):
         def evaluate(self, pipeline: Any, dataset: Any, ctx: Any) -> dict[str, float]:
-            q_role, k_role = pipeline.roles
+            q_role, k_role = pipeline.pair_roles
+            scorer = pipeline.scorer_for(q_role, k_role)
             out: dict[str, float] = {}
             for split in params.splits:
                 source = dataset.splits().get(split)
@@ -152,7 +360,7 @@ def build_alignment(params: ToyAlignmentParams, ctx: Any):
                 q = pipeline.embed(q_role, items[q_role], batch_size=ctx.batch_size)
                 k = pipeline.embed(k_role, items[k_role], batch_size=ctx.batch_size)
                 with torch.no_grad():
-                    scores = pipeline.scorer.score(q, k).float().cpu()
+                    scores = scorer.score(q, k).float().cpu()
                 hits = scores.argmax(1) == torch.arange(len(q))
                 out[f"alignment/{split}/recall@1"] = float(hits.float().mean())
                 out[f"alignment/{split}/positive-score"] = float(scores.diagonal().mean())
@@ -188,15 +396,21 @@ def cl_evaluators():
 def cl_decoders():
     yield ComponentInfo(name="toy.class-names", params=ToyClassDecoderParams, factory=build_class_decoder,
                         summary="Name of the nearest learned class prototype.")
+    yield ComponentInfo(name="toy.char-decoder", params=ToyCharDecoderParams, factory=build_char_decoder,
+                        summary="A trainable character GRU decoder (teacher-forced caption loss, greedy decoding).")
 
 
 @hookimpl
 def cl_datasets():
     yield ComponentInfo(name="toy.pairs", params=ToyPairsParams, factory=build_pairs,
                         summary="Synthetic paired vectors around random centres.")
+    yield ComponentInfo(name="toy.bound", params=ToyBoundParams, factory=build_bound,
+                        summary="An anchor view bound to two other views in separate pair types.")
 
 
 @hookimpl
 def cl_encoders():
     yield ComponentInfo(name="toy.linear", params=ToyLinearParams, factory=build_linear,
                         summary="A linear map of float vectors.")
+    yield ComponentInfo(name="toy.chars", params=ToyCharsParams, factory=build_chars,
+                        summary="Mean of learned character embeddings, then a linear map.")

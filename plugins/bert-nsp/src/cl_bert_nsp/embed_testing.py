@@ -19,7 +19,7 @@ def make_tiny_bert(folder: str | Path, *, hidden: int = 32, layers: int = 2, hea
     import torch
     from transformers import BertConfig, BertModel
 
-    from .checkpoints import minilm_dir
+    from cl_core.hf import minilm_dir
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

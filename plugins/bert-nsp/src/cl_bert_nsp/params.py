@@ -142,3 +142,20 @@ class NSPAccuracyParams:
     random_next_probability: float = field(default=0.5, validator=_open_probability)
     seed: int = 0
     batch_size: int = field(default=64, validator=_pos)
+
+
+@frozen(kw_only=True)
+class MaskedLMParams:
+    """``bert-nsp.mlm``: BERT's masked-LM loss (Devlin et al., 2019, §3.1) as an objective beside NSP, from the
+    token states of the same forward pass of a ``bert-nsp.bert`` encoder (its ``mlm_probability`` chooses the
+    tokens: 15% in BERT).
+
+    Attributes:
+        role: the ``bert-nsp.bert`` encoder role whose masked input it predicts.
+        weight: factor of the masked-LM loss in the summed loss (BERT sums NSP and MLM with weight 1).
+        name: how the loss is logged.
+    """
+
+    role: str = field(default="pair", validator=validators.min_len(1))
+    weight: float = field(default=1.0, validator=validators.ge(0))
+    name: str = field(default="mlm", validator=validators.min_len(1))

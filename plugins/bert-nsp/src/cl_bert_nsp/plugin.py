@@ -29,6 +29,12 @@ def cl_encoders():
 
 
 @hookimpl
+def cl_objectives():
+    yield ComponentInfo(name="bert-nsp.mlm", params=p.MaskedLMParams, factory="cl_bert_nsp.mlm:build_mlm",
+                        summary="BERT's masked-LM loss beside NSP, from the same forward pass's token states.")
+
+
+@hookimpl
 def cl_evaluators():
     yield ComponentInfo(name="bert-nsp.nsp-accuracy", params=p.NSPAccuracyParams,
                         factory="cl_bert_nsp.nsp_eval:build_nsp_accuracy",

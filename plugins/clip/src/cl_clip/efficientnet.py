@@ -75,7 +75,8 @@ class EfficientNetLite(ImageTower):
             trunk, feature_dim, params.embed_dim, image_size=params.image_size,
             mean=params.mean or IMAGENET_MEAN, std=params.std or IMAGENET_STD, augment=params.augment,
             freeze=params.freeze, cache_features=params.cache_features, flip=params.flip, head=params.head,
-            head_hidden=params.head_hidden, head_dropout=params.head_dropout,
+            head_hidden=params.head_hidden, head_dropout=params.head_dropout, resize_mode=params.resize_mode,
+            fill_color=params.fill_color,
         )
         self.params = params
         self.pool_blocks = frozenset(params.pool_blocks)

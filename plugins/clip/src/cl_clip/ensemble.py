@@ -48,9 +48,9 @@ class EfficientNetEnsemble(Encoder):
 
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """PIL images or uint8 ``[H, W, 3]`` arrays -> every member's prepared tensors, keys prefixed ``"<i>."``."""
-        groups: dict[tuple[int, bool, bool], list[int]] = {}  # members of one input size share the work
+        groups: dict[tuple, list[int]] = {}  # members of one input size (and resize mode) share the work
         for i, member in enumerate(self.members):
-            groups.setdefault((member.image_size, member.wants_keys, member.leaves_out_cached_rows), []).append(i)
+            groups.setdefault((member.preprocessing, member.wants_keys, member.leaves_out_cached_rows), []).append(i)
         # Each image is hashed once for every member's cache keys.
         digests = [image_digest(item, i) for i, item in enumerate(items)] if any(
             member.wants_keys for member in self.members) else None

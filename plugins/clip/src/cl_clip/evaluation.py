@@ -59,10 +59,8 @@ def embed_field(pipeline: Any, role: str, source: DataSource, field: str, batch_
     return F.normalize(torch.cat(chunks).float(), dim=-1)
 
 
-def logit_scale(pipeline: Any, default: float = 100.0) -> float:
-    """The scorer's logit scale when it has one (``core.cosine``), else CLIP's 100; for probabilities."""
-    scale = getattr(getattr(pipeline, "scorer", None), "scale", None)
-    try:
-        return float(scale.detach() if hasattr(scale, "detach") else scale) if scale is not None else default
-    except (TypeError, ValueError):
-        return default
+def logit_scale(pipeline: Any, query_role: str, candidate_role: str, default: float = 100.0) -> float:
+    """The logit scale of the scorer that scored these roles in training, when it has one (``core.cosine``),
+    else CLIP's 100; for probabilities."""
+    scorer = pipeline.scorer_for(query_role, candidate_role)
+    return float((scorer.logged_scalars() if scorer is not None else {}).get("logit_scale", default))

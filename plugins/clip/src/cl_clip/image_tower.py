@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .augment import ImageAugment
-from .preprocess import image_digest, image_keys, normalize_pixels, prepare_images
+from .preprocess import DEFAULT_FILL, RESIZE_MODES, image_digest, image_keys, normalize_pixels, prepare_images
 from .tower import Tower
 
 
@@ -33,6 +33,11 @@ class ImageTower(Tower):
         flip: mirror a random half of the images in training, and average the normalised embeddings of
             each image and its mirror at evaluation. Unlike ``augment`` it keeps the feature cache:
             a mirrored image is cached under its own key.
+        resize_mode: how a non-square image is made square: ``"shortest"``, ``"squash"`` or ``"longest"``
+            (see :func:`~cl_clip.preprocess.resize_square`). An attribute like ``image_size``: setting it on a
+            built tower changes the preprocessing from the next ``prepare`` on (the feature cache keys
+            include it).
+        fill_color: grey level (0-255) of the padding of ``resize_mode = "longest"``.
     """
 
     modality: ClassVar[str] = "image"
@@ -48,10 +53,18 @@ class ImageTower(Tower):
         std: Sequence[float],
         augment: bool = False,
         flip: bool = False,
+        resize_mode: str = "shortest",
+        fill_color: int = DEFAULT_FILL,
         **kwargs: Any,
     ) -> None:
         super().__init__(trunk, feature_dim, embed_dim, **kwargs)
         self.flip = flip
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(map(repr, RESIZE_MODES))}, got {resize_mode!r}")
+        if not 0 <= fill_color <= 255:
+            raise ValueError(f"fill_color must be a grey level in 0-255, got {fill_color}")
+        self.resize_mode = resize_mode
+        self.fill_color = fill_color
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ValueError(f"mean and std need 3 values each (std > 0), got {tuple(mean)} and {tuple(std)}")
         self.image_size = image_size
@@ -85,7 +98,12 @@ class ImageTower(Tower):
         return prepare_shared([self], items)
 
     def prepare_claimed(self, items: Sequence[Any]) -> dict[str, Tensor]:
-        return prepare_images(items, self.image_size)
+        return prepare_images(items, self.image_size, resize_mode=self.resize_mode, fill=self.fill_color)
+
+    @property
+    def preprocessing(self) -> tuple[int, str, int]:
+        """What makes two towers' prepared pixels equal: input size, resize mode and fill."""
+        return self.image_size, self.resize_mode, self.fill_color
 
     def pixels(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """The normalised (and, in training, augmented) float pixel batch; raises ValueError on a wrong shape."""
@@ -102,27 +120,28 @@ class ImageTower(Tower):
 
 def prepare_shared(towers: Sequence[ImageTower], items: Sequence[Any],
                    digests: Sequence[bytes] | None = None) -> dict[str, Tensor]:
-    """One ``prepare`` for image towers with the same input size and cache settings (an ensemble's members):
+    """One ``prepare`` for image towers with the same :attr:`~ImageTower.preprocessing` and cache settings (an
+    ensemble's members):
     ``"key"`` when they cache features, and pixels for every row, or, when they all leave out cached rows,
     for the rows that not every tower's cache serves.
 
     Args:
         digests: :func:`~cl_clip.preprocess.image_digest` of each item, when the caller has them already.
     """
-    size = towers[0].image_size
+    size, mode, fill = towers[0].preprocessing
     if not towers[0].wants_keys:
-        return prepare_images(items, size)
+        return prepare_images(items, size, resize_mode=mode, fill=fill)
     if digests is None:
         digests = [image_digest(item, i) for i, item in enumerate(items)]
-    keys = image_keys(digests, size)
+    keys = image_keys(digests, size, mode, fill)
     if not all(tower.leaves_out_cached_rows for tower in towers):
-        return prepare_images(items, size, keys=keys)
+        return prepare_images(items, size, keys=keys, resize_mode=mode, fill=fill)
     key_list = keys.tolist()
     claims = [tower.claim(key_list, items) for tower in towers]
     skip = [all(row) for row in zip(*claims)]
     for tower, claimed in zip(towers, claims):  # rows some other tower must compute are prepared after all
         tower.release([k for k, c, s in zip(key_list, claimed, skip) if c and not s])
-    return prepare_images(items, size, keys=keys, skip=skip if any(skip) else None)
+    return prepare_images(items, size, keys=keys, skip=skip if any(skip) else None, resize_mode=mode, fill=fill)
 
 
 #: Mixed into the cache key of a mirrored image (any fixed odd 63-bit constant works).

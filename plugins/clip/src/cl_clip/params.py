@@ -15,6 +15,11 @@ Rgb = tuple[float, float, float]
 
 _pos = validators.gt(0)
 
+#: How an image tower makes a non-square image square (open_clip's ``resize_mode``; see
+#: ``cl_clip.preprocess.resize_square``). Spelled here too, so this module stays torch-free.
+ResizeMode = Literal["shortest", "squash", "longest"]
+_grey = [validators.ge(0), validators.le(255)]
+
 
 def _heads_ok(width: int, heads: int | None, what: str = "width") -> None:
     if heads is not None and width % heads != 0:
@@ -78,6 +83,13 @@ class ViTParams:
             serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean (RGB, pixel values in [0, 1]); default CLIP's.
         std: per-channel normalisation std (> 0); default CLIP's.
+        resize_mode: how a non-square image becomes the square input (open_clip's ``resize_mode``):
+            ``"shortest"`` resizes the shorter side to ``image_size`` and centre-crops (CLIP; cuts the ends
+            off tall or wide images), ``"squash"`` resizes both sides to ``image_size`` (keeps every pixel,
+            not the aspect ratio), ``"longest"`` resizes the longer side to ``image_size`` and pads to a
+            square with ``fill_color`` (keeps both). Square images come out the same in every mode.
+        fill_color: grey level 0-255 of the padding of ``resize_mode = "longest"``; default white (255), the
+            colour transparent images are composited onto (open_clip pads with black, 0).
     """
 
     image_size: int = field(default=64, validator=_pos)
@@ -94,6 +106,8 @@ class ViTParams:
     cache_features: bool = True
     mean: Rgb | None = field(default=None, validator=_rgb)
     std: Rgb | None = field(default=None, validator=_rgb)
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = field(default=255, validator=_grey)
 
     def __attrs_post_init__(self) -> None:
         if self.image_size % self.patch != 0:
@@ -123,6 +137,9 @@ class ResNetParams:
             the cache serves are not resized again (without ``flip``).
         mean: per-channel normalisation mean; default CLIP's.
         std: per-channel normalisation std (> 0); default CLIP's.
+        resize_mode: ``"shortest"`` (resize and centre crop), ``"squash"`` or ``"longest"`` (resize and pad):
+            how a non-square image becomes the square input (see ``clip.vit``).
+        fill_color: grey level 0-255 of the padding of ``resize_mode = "longest"``; default white (255).
     """
 
     image_size: int = field(default=64, validator=_pos)
@@ -135,6 +152,8 @@ class ResNetParams:
     cache_features: bool = True
     mean: Rgb | None = field(default=None, validator=_rgb)
     std: Rgb | None = field(default=None, validator=_rgb)
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = field(default=255, validator=_grey)
 
     def __attrs_post_init__(self) -> None:
         if self.image_size % 32 != 0:
@@ -186,6 +205,9 @@ class EfficientNetParams:
         head_dropout: dropout of the mlp head, in [0, 1).
         flip: random horizontal flips in training, and the mean of the image's and its mirror's
             embeddings at evaluation (test-time augmentation). Works with the feature cache.
+        resize_mode: ``"shortest"`` (resize and centre crop), ``"squash"`` or ``"longest"`` (resize and pad):
+            how a non-square image becomes the square input (see ``clip.vit``).
+        fill_color: grey level 0-255 of the padding of ``resize_mode = "longest"``; default white (255).
     """
 
     variant: EfficientNetVariant = "lite0"
@@ -202,6 +224,8 @@ class EfficientNetParams:
     head_hidden: int = field(default=2048, validator=_pos)
     head_dropout: float = field(default=0.0, validator=[validators.ge(0), validators.lt(1)])
     flip: bool = False
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = field(default=255, validator=_grey)
 
     def __attrs_post_init__(self) -> None:
         _pool_blocks_fit(self.variant, self.pool_blocks)
@@ -252,6 +276,9 @@ class EfficientNetEnsembleParams:
         head_hidden: hidden width of the mlp heads (> 0).
         head_dropout: dropout of the mlp heads, in [0, 1).
         flip: mirror views in training and test-time mirroring, per member (see ``clip.efficientnet``).
+        resize_mode: ``"shortest"`` (resize and centre crop), ``"squash"`` or ``"longest"`` (resize and pad):
+            how a non-square image becomes the square input (see ``clip.vit``).
+        fill_color: grey level 0-255 of the padding of ``resize_mode = "longest"``; default white (255).
 
     Training-time augmentation is not offered: the ensemble is meant for frozen trunks whose features
     are cached. Draw the images at (at least) the largest member's ``image_size``: each member resizes
@@ -269,6 +296,8 @@ class EfficientNetEnsembleParams:
     head_hidden: int = field(default=2048, validator=_pos)
     head_dropout: float = field(default=0.0, validator=[validators.ge(0), validators.lt(1)])
     flip: bool = False
+    resize_mode: ResizeMode = "shortest"
+    fill_color: int = field(default=255, validator=_grey)
 
     def member(self, trunk: EfficientNetTrunk) -> EfficientNetParams:
         """The ``clip.efficientnet`` params of one member: the trunk's fields plus every shared one (all of

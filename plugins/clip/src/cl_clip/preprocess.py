@@ -6,6 +6,15 @@ scales pixels to [0, 1] and normalises each channel with a fixed mean and std. T
 (emoji PNGs are RGBA) are composited onto white first: dropping the alpha channel instead would
 expose whatever colour the transparent pixels happen to store (often black).
 
+How a non-square image becomes a square is the image towers' ``resize_mode``, open_clip's three
+(:func:`resize_square`): ``"shortest"`` (CLIP's resize and centre crop, the default: it cuts the ends off a
+tall or wide image), ``"squash"`` (both sides resized to the input size: every pixel kept, the aspect
+ratio not) and ``"longest"`` (the longer side resized to the input size and the image padded to a square
+with ``fill_color``: every pixel and the aspect ratio kept). open_clip pads with black (``fill_color =
+0``); here the default fill is white (255), the colour transparent images are composited onto, so a padded
+emoji or drawing gets no frame its square versions never had. A square image comes out the same in every
+mode.
+
 The data path stops at uint8 (:func:`prepare_images`); :func:`normalize_pixels` runs in the tower, on
 the device. A uint8 batch is a quarter of the float one to build and to move to a GPU, and rows that the
 frozen-trunk feature cache serves are never converted at all. On the emoji main job (three trunks up to
@@ -22,14 +31,17 @@ loop took 7 min 23 s instead of 10 min 43 s, with the same scores.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+
+from cl_core.frozen import digest_keys, item_digest
+
+from .params import ResizeMode
 
 #: OpenAI CLIP's normalisation (mean / std of its training images, RGB in [0, 1]).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -37,6 +49,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 #: ImageNet normalisation, used by the pretrained EfficientNet-Lite0 tower.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: The ``resize_mode`` values of :func:`resize_square` (open_clip's), from the torch-free params module.
+RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+#: Grey level of the padding of ``resize_mode = "longest"``: white, like the composited transparency.
+DEFAULT_FILL = 255
 
 
 def to_pil_rgb(item: Any, index: int = 0) -> Image.Image:
@@ -85,47 +102,68 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def image_digest(item: Any, index: int = 0) -> bytes:
-    """16-byte BLAKE2b digest of one raw image as given: its mode (or dtype), dimensions, palette and pixel
-    bytes. Equal digests mean equal images before any preprocessing, so the digest identifies an image
-    without resizing it.
+def resize_square(image: Image.Image, size: int, mode: str = "shortest", fill: int = DEFAULT_FILL) -> Image.Image:
+    """``image`` as a ``size x size`` RGB image (bicubic), made square by ``mode``:
+
+    - ``"shortest"``: :func:`resize_center_crop` (the shorter side to ``size``, then a centre crop).
+    - ``"squash"``: both sides to ``size``; the aspect ratio is not kept.
+    - ``"longest"``: the longer side to ``size`` (the shorter one scaled alike, rounded, at least 1 pixel),
+      then centred on a ``size x size`` canvas of grey level ``fill`` (0-255); an odd margin puts the extra
+      pixel on the right or bottom, as open_clip's ``CenterCropOrPad`` does.
 
     Raises:
-        ValueError: the item is neither a PIL image nor a numpy array.
+        ValueError: unknown ``mode``, or ``fill`` outside 0-255.
     """
-    h = hashlib.blake2b(digest_size=16)
-    if isinstance(item, Image.Image):
-        h.update(f"pil:{item.mode}:{item.width}x{item.height}".encode())
-        palette = item.getpalette() if item.mode in ("P", "PA") else None
-        if palette:
-            h.update(bytes(palette))
-        h.update(item.tobytes())
-    elif isinstance(item, np.ndarray):
-        h.update(f"array:{item.dtype.str}:{item.shape}".encode())
-        h.update(np.ascontiguousarray(item).tobytes())
-    else:
-        raise ValueError(f"items[{index}]: expected a PIL image or a uint8 [H, W, 3] array, got {type(item).__name__}")
-    return h.digest()
+    if mode == "shortest":
+        return resize_center_crop(image, size)
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize_mode must be one of {', '.join(map(repr, RESIZE_MODES))}, got {mode!r}")
+    if not 0 <= fill <= 255:
+        raise ValueError(f"fill_color must be a grey level in 0-255, got {fill}")
+    w, h = image.size
+    if (w, h) == (size, size):
+        return image
+    if mode == "squash":
+        return image.resize((size, size), Image.Resampling.BICUBIC)
+    scale = size / max(w, h)
+    new_w, new_h = min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale)))
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    if (new_w, new_h) == (size, size):
+        return image
+    canvas = Image.new("RGB", (size, size), (fill, fill, fill))
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
 
 
-def image_keys(digests: Sequence[bytes], size: int) -> Tensor:
-    """``[B]`` int64 feature-cache keys of images (see :func:`image_digest`) prepared at side ``size``."""
-    keys = []
-    for digest in digests:
-        h = hashlib.blake2b(digest, digest_size=8)
-        h.update(size.to_bytes(4, "little"))
-        keys.append(int.from_bytes(h.digest(), "little", signed=True))
-    return torch.tensor(keys, dtype=torch.long)
+def image_digest(item: Any, index: int = 0) -> bytes:
+    """16-byte digest of one raw image as given (:func:`cl_core.frozen.item_digest`: its mode or dtype,
+    dimensions, palette and pixel bytes), so the digest identifies an image without resizing it.
+
+    Raises:
+        ValueError: the item is not an image (nor another array, tensor or bytes).
+    """
+    return item_digest(item, index)
+
+
+def image_keys(digests: Sequence[bytes], size: int, mode: str = "shortest", fill: int = DEFAULT_FILL) -> Tensor:
+    """``[B]`` int64 feature-cache keys of images (see :func:`image_digest`) prepared at side ``size`` by
+    ``resize_mode`` ``mode`` (and ``fill``, for ``"longest"``); the default mode's keys are the keys of
+    ``size`` alone."""
+    extra = b"" if mode == "shortest" else f"{mode}:{fill if mode == 'longest' else ''}".encode()
+    return digest_keys(digests, salt=(size, extra))  # the size as 4 little-endian bytes, then extra
 
 
 def prepare_images(items: Sequence[Any], size: int, *, keys: Tensor | None = None,
-                   skip: Sequence[bool] | None = None) -> dict[str, Tensor]:
-    """Raw images -> ``{"pixels": [B, 3, size, size] uint8}`` (resized, centre-cropped, alpha composited
-    onto white; not yet normalised: see :func:`normalize_pixels`).
+                   skip: Sequence[bool] | None = None, resize_mode: str = "shortest",
+                   fill: int = DEFAULT_FILL) -> dict[str, Tensor]:
+    """Raw images -> ``{"pixels": [B, 3, size, size] uint8}`` (alpha composited onto white, made square by
+    ``resize_mode``; not yet normalised: see :func:`normalize_pixels`).
 
     Args:
         items: PIL images or uint8 arrays (see :func:`to_pil_rgb`).
         size: side of the prepared images in pixels.
+        resize_mode, fill: how each image is made square (see :func:`resize_square`).
         keys: ``[B]`` feature-cache keys (:func:`image_keys`), passed through as ``"key"``.
         skip: rows whose pixels are not needed because their trunk features are cached. Their pixels are
             left zero, nothing is decoded or resized for them, and ``"ready"`` (``[B]`` bool) marks the
@@ -147,7 +185,8 @@ def prepare_images(items: Sequence[Any], size: int, *, keys: Tensor | None = Non
     pixels = out["pixels"].numpy()  # the same memory
     for i, (item, left_out) in enumerate(zip(items, skipped)):
         if not left_out:
-            pixels[i] = np.asarray(resize_center_crop(to_pil_rgb(item, i), size), dtype=np.uint8).transpose(2, 0, 1)
+            square = resize_square(to_pil_rgb(item, i), size, resize_mode, fill)
+            pixels[i] = np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
     if skip is not None:
         out["ready"] = torch.tensor([not s for s in skip], dtype=torch.bool)
     if keys is not None:

@@ -144,6 +144,7 @@ class ModifiedResNet(ImageTower):
             trunk, trunk.out_channels, params.embed_dim, image_size=params.image_size,
             mean=params.mean or CLIP_MEAN, std=params.std or CLIP_STD, augment=params.augment,
             freeze=params.freeze, cache_features=params.cache_features, proj_bias=True,
+            resize_mode=params.resize_mode, fill_color=params.fill_color,
         )
         self.params = params
 

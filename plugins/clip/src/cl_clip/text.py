@@ -18,8 +18,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from cl_core import hf
+
 from .params import TextTransformerParams
-from .tokenizer import WordPieceTokenizer, eot_index, minilm_wordpiece, text_keys
+from .tokenizer import eot_index, minilm_wordpiece, text_keys
 from .tower import Tower
 from .transformer import Transformer
 
@@ -59,7 +61,7 @@ class TextTransformer(Tower):
 
     modality: ClassVar[str] = "text"
 
-    def __init__(self, params: TextTransformerParams, tokenizer: WordPieceTokenizer | None = None) -> None:
+    def __init__(self, params: TextTransformerParams, tokenizer: hf.Tokenizer | None = None) -> None:
         tokenizer = tokenizer or minilm_wordpiece()
         trunk = CausalTextTrunk(vocab_size=tokenizer.vocab_size, context_length=params.context_length,
                                 width=params.width, layers=params.layers, heads=params.heads,

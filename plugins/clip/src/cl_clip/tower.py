@@ -1,30 +1,29 @@
 """The shared shape of every CLIP tower: a trunk to features ``[B, F]``, then a linear projection
 ``[B, embed_dim]`` into the joint space (CLIP's W_I / W_T), with freezing and a feature cache.
 
-Freezing (``freeze``): the trunk's parameters stop requiring gradients and the frozen modules stay in
-eval mode even while the pipeline trains (BatchNorm statistics and dropout are part of what is
-frozen); the trunk then runs under ``torch.no_grad()``. Only the projection (and any trunk part a
-tower keeps trainable, e.g. MiniLM's top layers) trains: LiT-style locked towers (Zhai et al., 2022).
+Freezing (``freeze``, with :class:`cl_core.frozen.FrozenParts`): the trunk's parameters stop requiring
+gradients and the frozen modules stay in eval mode even while the pipeline trains (BatchNorm statistics
+and dropout are part of what is frozen); the trunk then runs under ``torch.no_grad()``. Only the
+projection (and any trunk part a tower keeps trainable, e.g. MiniLM's top layers) trains: LiT-style
+locked towers (Zhai et al., 2022).
 
-Feature cache (``cache_features``): a frozen trunk in eval mode is a fixed function, so the trunk
-features of an input seen before can be reused. ``prepare`` adds an int64 ``key`` per item (a hash of
-the text, or of the raw image and the tower's input size); :meth:`Tower._encode` looks keys up in an LRU
-dict and runs the trunk only on the missing rows. The cache is off while any trunk parameter requires grad, while
-training-time augmentation runs, and it is cleared whenever weights are loaded.
+Feature cache (``cache_features``, a :class:`cl_core.frozen.FeatureCache`): a frozen trunk in eval mode
+is a fixed function, so the trunk features of an input seen before can be reused. ``prepare`` adds an
+int64 ``key`` per item (:func:`cl_core.frozen.item_keys`: a hash of the text, or of the raw image salted
+with the tower's input size); :meth:`Tower._encode` runs the trunk only on the rows the cache lacks. The
+cache is off while any trunk parameter requires grad, while training-time augmentation runs, and it is
+cleared whenever weights are loaded.
 
 Rows the cache will serve need no trunk inputs, and for images those are the costly part of the data
 path (decoding and resizing). A tower whose ``prepare`` leaves them out (see
 :class:`~cl_clip.image_tower.ImageTower`) first claims the rows with :meth:`Tower.claim`, from the data
-thread: a claimed row's cache entry is marked recently used and its raw item is held until the batch is
-encoded, so a row the cache has lost in between (evicted, or cleared by new weights) is prepared then
-instead. The inputs then carry ``"ready"``, ``[B]`` bool, false for the rows left out.
+thread, and the inputs then carry ``"ready"``, ``[B]`` bool, false for the rows left out: the claim
+protocol of :mod:`cl_core.frozen`.
 """
 
 from __future__ import annotations
 
 import abc
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -32,12 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from cl_core.components import Encoder
-
-#: Maximum number of cached feature rows per tower (1280 floats each for EfficientNet: ~330 MB).
-DEFAULT_CACHE_SIZE = 65_536
-#: Most claimed rows a tower holds raw items for. Claims are released when their batch is encoded; this
-#: only bounds what batches dropped unencoded (an interrupted prefetch) leave behind.
-MAX_CLAIMS = 16_384
+from cl_core.frozen import DEFAULT_CACHE_SIZE, FeatureCache, FrozenParts
 
 
 def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool = False, hidden: int = 2048,
@@ -66,7 +60,7 @@ def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool =
     raise ValueError(f"head must be 'linear', 'mlp' or 'none', got {kind!r}")
 
 
-class Tower(Encoder):
+class Tower(FrozenParts, Encoder):
     """Trunk -> features ``[B, feature_dim]`` -> ``proj`` -> ``[B, embed_dim]`` (un-normalised).
 
     Subclasses implement :meth:`prepare` and :meth:`features` (the trunk's forward pass, pooling
@@ -114,28 +108,11 @@ class Tower(Encoder):
         self.feature_dim = feature_dim
         self.freeze = freeze
         self.cache_features = cache_features
-        self._cache_size = cache_size
-        self._cache: OrderedDict[int, Tensor] = OrderedDict()
         # The data thread claims rows (claim) while the training thread reads and fills the cache.
-        self._cache_lock = threading.Lock()
-        # key -> [raw item, claims not yet encoded]: what a claimed row needs if the cache loses it.
-        self._claimed: OrderedDict[int, list] = OrderedDict()
-        # A plain list (not registered again: these modules already live inside the trunk).
-        self._frozen_parts: list[nn.Module] = list(frozen_parts) if frozen_parts is not None else [trunk]
+        self.feature_cache = FeatureCache(cache_size)
         if freeze:
-            for part in self._frozen_parts:
-                part.requires_grad_(False)
+            self.freeze_parts(*(frozen_parts if frozen_parts is not None else [trunk]))
         self.train(True)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # A lock cannot be copied or pickled, and claims belong to this tower's batches in flight.
-        state = dict(super().__getstate__())
-        state["_cache_lock"], state["_claimed"] = None, OrderedDict()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._cache_lock = threading.Lock()
 
     # -- contract --------------------------------------------------------------------------------
     @property
@@ -151,15 +128,7 @@ class Tower(Encoder):
         dtype = next((p.dtype for p in self.proj.parameters()), feats.dtype)
         return self.proj(feats.to(dtype))
 
-    # -- freezing --------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> Tower:
-        """Set the training mode; frozen trunk parts stay in eval mode."""
-        super().train(mode)
-        if self.freeze:
-            for part in self._frozen_parts:
-                part.eval()
-        return self
-
+    # -- freezing (train() keeps the frozen parts in eval mode: FrozenParts) ----------------------------
     def trunk_parameters(self) -> Iterator[nn.Parameter]:
         return self.trunk.parameters()
 
@@ -184,121 +153,51 @@ class Tower(Encoder):
 
     def clear_cache(self) -> None:
         """Drop every cached feature row."""
-        with self._cache_lock:
-            self._cache.clear()
+        self.feature_cache.clear()
 
     @property
     def cache_len(self) -> int:
-        return len(self._cache)
+        return len(self.feature_cache)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self.clear_cache()  # new trunk weights make cached features stale
         super()._load_from_state_dict(*args, **kwargs)
 
     def claim(self, keys: Sequence[int], items: Sequence[Any]) -> list[bool]:
-        """For a data path that leaves out the inputs of cached rows: which of ``keys`` the cache holds.
-
-        Each such row is marked recently used and its raw item is held until a batch with its key is
-        encoded, so it can still be prepared if the cache loses the row first. Thread-safe.
-        """
+        """For a data path that leaves out the inputs of cached rows: which of ``keys`` the cache holds
+        (see :meth:`cl_core.frozen.FeatureCache.claim`; none while the trunk trains or without the cache).
+        Thread-safe."""
         if not self.cache_features or self.trunk_trains:
             return [False] * len(keys)
-        cached = []
-        with self._cache_lock:
-            for key, item in zip(keys, items):
-                hit = key in self._cache
-                if hit:
-                    self._cache.move_to_end(key)
-                    held = self._claimed.setdefault(key, [item, 0])
-                    held[1] += 1
-                    self._claimed.move_to_end(key)
-                cached.append(hit)
-            while len(self._claimed) > MAX_CLAIMS:
-                self._claimed.popitem(last=False)
-        return cached
+        return self.feature_cache.claim(keys, items)
 
     def release(self, keys: Sequence[int]) -> None:
         """Give back one claim on each of ``keys`` (rows whose batch is encoded, or prepared after all)."""
-        with self._cache_lock:
-            self._release(keys)
-
-    def _release(self, keys: Sequence[int]) -> None:
-        for key in keys:
-            held = self._claimed.get(key)
-            if held is not None:
-                held[1] -= 1
-                if held[1] <= 0:
-                    del self._claimed[key]
+        self.feature_cache.release(keys)
 
     def prepare_claimed(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """Trunk inputs of raw items in full (no row left out): what a claimed row needs when the cache lost
         it. Towers whose ``prepare`` leaves rows out implement it."""
         raise NotImplementedError(f"{type(self).__name__} does not leave rows out of prepare()")
 
-    def _complete(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Inputs whose rows left out by ``prepare`` are filled in where the cache can no longer serve them,
-        without ``"ready"``; the claims of this batch's rows are released."""
-        rest = {k: v for k, v in inputs.items() if k != "ready"}
-        if bool(inputs["ready"].all()):
-            return rest
-        keys, ready = inputs["key"].tolist(), inputs["ready"].tolist()
-        with self._cache_lock:
-            usable = self._cache_usable()
-            lost = [i for i, (k, r) in enumerate(zip(keys, ready)) if not r and (not usable or k not in self._cache)]
-            try:
-                items = [self._claimed[keys[i]][0] for i in lost]
-            except KeyError:
-                raise RuntimeError(f"{type(self).__name__}: a row was left out of prepare() without a claim (call "
-                                   "claim() first, from the same tower)") from None
-            self._release([key for key, r in zip(keys, ready) if not r])
-        if lost:
-            rows = torch.tensor(lost, dtype=torch.long)
-            for name, value in self.prepare_claimed(items).items():
-                target = rest[name]
-                rest[name] = target.index_copy(0, rows.to(target.device), value.to(target.device, target.dtype))
-        return rest
-
     def _trunk_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         trains = self.trunk_trains
-        if trains and self._cache:
+        if trains and len(self.feature_cache):
             self.clear_cache()  # someone unfroze the trunk: what we cached may go stale
-        if "ready" in inputs:
-            inputs = self._complete(inputs)
-        if "key" in inputs and self._cache_usable():
-            return self._cached_features(inputs)
+        if "ready" in inputs:  # rows left out of prepare: filled in where the cache lost them
+            inputs = self.feature_cache.complete(inputs, self.prepare_claimed, usable=self._cache_usable(),
+                                                 owner=type(self).__name__)
         rest = {k: v for k, v in inputs.items() if k != "key"}
+        if "key" in inputs and self._cache_usable():
+            def compute(rows: Tensor) -> Tensor:  # the trunk on the rows the cache lacks
+                return self.features({k: v.index_select(0, rows) for k, v in rest.items()})
+
+            return self.feature_cache.get_or_compute(inputs["key"].tolist(), compute,
+                                                     device=next(iter(rest.values())).device)
         if trains:
             return self.features(rest)
         with torch.no_grad():
             return self.features(rest)
-
-    def _cached_features(self, inputs: Mapping[str, Tensor]) -> Tensor:
-        keys = inputs["key"].tolist()
-        rest = {k: v for k, v in inputs.items() if k != "key"}
-        device = next(iter(rest.values())).device
-        first: dict[int, int] = {}
-        with self._cache_lock:
-            for i, key in enumerate(keys):
-                if key not in self._cache and key not in first:
-                    first[key] = i
-        if first:
-            rows = torch.tensor(list(first.values()), dtype=torch.long, device=device)
-            with torch.no_grad():
-                fresh = self.features({k: v.index_select(0, rows) for k, v in rest.items()}).float()
-        out = []
-        with self._cache_lock:
-            for j, key in enumerate(first):
-                self._cache[key] = fresh[j].clone()
-            for key in keys:
-                row = self._cache[key]
-                self._cache.move_to_end(key)
-                if row.device != device:  # the module moved since the row was cached
-                    row = row.to(device)
-                    self._cache[key] = row
-                out.append(row)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return torch.stack(out)
 
     # -- convenience -----------------------------------------------------------------------------
     def embed_features(self, items: Sequence[Any], *, batch_size: int = 256) -> Tensor:

@@ -69,7 +69,8 @@ class ViT(ImageTower):
         super().__init__(
             trunk, params.width, params.embed_dim, image_size=params.image_size,
             mean=params.mean or CLIP_MEAN, std=params.std or CLIP_STD, augment=params.augment,
-            freeze=params.freeze, cache_features=params.cache_features,
+            freeze=params.freeze, cache_features=params.cache_features, resize_mode=params.resize_mode,
+            fill_color=params.fill_color,
         )
         self.params = params
 

@@ -146,7 +146,8 @@ class ZeroShotEvaluator(Evaluator):
         n = logits.shape[0]
         idx = np.unique(np.linspace(0, n - 1, min(self.params.examples, n)).round().astype(int)).tolist()
         images = field_items(source, self.params.image_role, idx)
-        probs = torch.softmax(logit_scale(pipeline) * logits[idx], dim=-1)
+        scale = logit_scale(pipeline, self.params.image_role, self.params.text_role)
+        probs = torch.softmax(scale * logits[idx], dim=-1)
         k = min(5, len(names))
         top_p, top_i = probs.topk(k, dim=-1)
         rows = [

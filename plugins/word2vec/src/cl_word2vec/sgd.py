@@ -36,7 +36,8 @@ from cl_core.errors import BuildError, CheckpointError
 from .modules import ContextEmbedding, Word2VecSampler, find_word_encoder
 from .params import SGDParams
 
-LOSS_KINDS = {"NegativeSamplingLoss": 0, "NCELoss": 1}
+#: The losses the kernels implement, by registered name -> the kernels' loss code.
+LOSS_KINDS = {"core.negative-sampling": 0, "core.nce": 1}
 MASK48 = (1 << 48) - 1
 
 
@@ -91,15 +92,19 @@ class Word2VecSGD(TrainingLoop):
         self.cbow = sampler.cbow
         role, self.word = find_word_encoder(pipeline.encoders)
         contexts = [e for e in pipeline.encoders.values() if isinstance(e, ContextEmbedding)]
-        if not contexts or pipeline.roles != (role, next(r for r, e in pipeline.encoders.items() if e is contexts[0])):
+        if not contexts or pipeline.pair_roles != (role, next(r for r, e in pipeline.encoders.items() if e is contexts[0])):
             raise BuildError("word2vec.sgd needs two encoders in this order: [encoders.word] type = "
                              "\"word2vec.embedding\" and [encoders.context] type = \"word2vec.context\"")
         self.context = contexts[0]
-        scale = getattr(pipeline.scorer, "logit_scale", None)
-        if type(pipeline.scorer).__name__ != "DotScorer" or scale is not None:
+        spec = pipeline.spec
+        if spec.objective:
+            raise BuildError("word2vec.sgd trains the spec's top-level [scorer] and [loss]; remove the "
+                             "[[objective]] tables")
+        # What the kernels compute is decided by the registered names the spec gives, not by class names.
+        if spec.scorer is None or spec.scorer.type != "core.dot" or spec.scorer.params.temperature is not None:
             raise BuildError("word2vec.sgd scores with the plain dot product: [scorer] type = \"core.dot\" without "
                              "a temperature")
-        self.loss_kind = LOSS_KINDS.get(type(pipeline.loss).__name__)
+        self.loss_kind = LOSS_KINDS.get(spec.loss.type) if spec.loss is not None else None
         if self.loss_kind is None:
             raise BuildError("word2vec.sgd needs [loss] type = \"core.negative-sampling\" or \"core.nce\"")
         backend = params.backend
@@ -120,6 +125,7 @@ class Word2VecSGD(TrainingLoop):
         self.log_kpn = np.log(s.negative * vocab.noise_distribution(s.ns_exponent))
         self.epochs = params.epochs
         self.epoch = 0
+        self.plots = params.plots
         if backend == "numba":
             self.steps_per_epoch = len(self.job_bounds) - 1
         else:
@@ -130,6 +136,12 @@ class Word2VecSGD(TrainingLoop):
         self.total_steps = self.epochs * self.steps_per_epoch
         self.step = 0
         self.pipeline.to(ctx.device)
+
+    def divergence_hints(self) -> list[str]:
+        return [f"lower trainer.alpha (now {self.params.alpha:g})"]
+
+    def lower_lr_override(self) -> str:
+        return f"--set trainer.alpha={self.params.alpha / 10:g}"
 
     # -- state ---------------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:

@@ -1,0 +1,119 @@
+"""The public API of cl, for plugin authors and users: one module, torch-free to import.
+
+A plugin imports everything it needs from here (never from a ``_private`` core module)::
+
+    from cl_core.api import ComponentInfo, Encoder, BuildError, hookimpl
+
+Registration modules stay instant and torch-free: the names that need torch (the component interfaces,
+records holding tensors, the contract kit, the frozen-tower and Hugging Face services, ``from_pretrained``)
+are imported on first use (PEP 562), so ``from cl_core.api import hookimpl, ComponentInfo`` imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .cache import cache_dir
+from .errors import (
+    BuildError,
+    CheckpointError,
+    ClError,
+    ClWarning,
+    DataError,
+    EvaluationWarning,
+    HubError,
+    PluginError,
+    PluginLoadError,
+    PluginLoadWarning,
+    Problem,
+    SpecError,
+    TrainingDivergedError,
+    WeightsError,
+    did_you_mean,
+    indented_list,
+)
+from .hookspecs import hookimpl
+from .registry import ComponentInfo
+from .spec.model import ComponentRef, DecoderRef, EncoderRef, LossRef, ObjectiveRef, PipelineSpec, ScorerRef
+from .spec.validators import could_be_hub_id, existing_path, existing_paths, folder_or_hub_id
+
+#: name -> module of the names imported on first use (they import torch, pytest or transformers).
+_LAZY = {
+    **dict.fromkeys(["CandidateSet", "DataSource", "Dataset", "Decoder", "EncodedBatch", "Encoder", "EvalContext",
+                     "Evaluator", "Loss", "Objective", "PreparedBatch", "Sampler", "Scorer", "TrainContext",
+                     "TrainingLoop", "reportable_ks", "warn_evaluation"], "cl_core.components"),
+    **dict.fromkeys(["Batch", "EncoderOutput", "LossOutput", "Targets"], "cl_core.types"),
+    **dict.fromkeys(["BuildContext", "build_nested", "spec_problem"], "cl_core.build"),
+    **dict.fromkeys(["Pipeline"], "cl_core.pipeline"),
+    **dict.fromkeys(["FeatureCache", "FrozenEncoder", "FrozenParts", "freeze", "item_keys"], "cl_core.frozen"),
+    **dict.fromkeys(["from_pretrained", "save_pretrained", "push_to_hub", "resolve_source"], "cl_core.weights"),
+    **dict.fromkeys(["build"], "cl_core.standalone"),
+    **dict.fromkeys(["train", "evaluate_run"], "cl_core.runs"),
+    **dict.fromkeys(["PluginHost", "default_host"], "cl_core.plugins"),
+    **dict.fromkeys(["ComponentContract", "DatasetContract", "DecoderContract", "EncoderContract",
+                     "EvaluatorContract", "LossContract", "ObjectiveContract", "SamplerContract",
+                     "ScorerContract"], "cl_core.testing"),
+}
+
+__all__ = sorted([
+    "BuildError", "CheckpointError", "ClError", "ClWarning", "ComponentInfo", "ComponentRef", "DataError",
+    "DecoderRef", "EncoderRef", "EvaluationWarning", "HubError", "LossRef", "ObjectiveRef", "PipelineSpec",
+    "PluginError", "PluginLoadError", "PluginLoadWarning", "Problem", "ScorerRef", "SpecError",
+    "TrainingDivergedError", "WeightsError", "cache_dir", "could_be_hub_id", "did_you_mean", "existing_path",
+    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", *_LAZY,
+])
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cl_core.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from .build import BuildContext, build_nested, spec_problem
+    from .components import (
+        CandidateSet,
+        Dataset,
+        DataSource,
+        Decoder,
+        EncodedBatch,
+        Encoder,
+        EvalContext,
+        Evaluator,
+        Loss,
+        Objective,
+        PreparedBatch,
+        Sampler,
+        Scorer,
+        TrainContext,
+        TrainingLoop,
+        reportable_ks,
+        warn_evaluation,
+    )
+    from .frozen import FeatureCache, FrozenEncoder, FrozenParts, freeze, item_keys
+    from .pipeline import Pipeline
+    from .plugins import PluginHost, default_host
+    from .runs import evaluate_run, train
+    from .standalone import build
+    from .testing import (
+        ComponentContract,
+        DatasetContract,
+        DecoderContract,
+        EncoderContract,
+        EvaluatorContract,
+        LossContract,
+        ObjectiveContract,
+        SamplerContract,
+        ScorerContract,
+    )
+    from .types import Batch, EncoderOutput, LossOutput, Targets
+    from .weights import from_pretrained, push_to_hub, resolve_source, save_pretrained
