@@ -92,3 +92,50 @@ def test_strict_expected_failure_reports_a_fix(pytester):
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", "one_string")
     result.assert_outcomes(failed=1)
     assert "XPASS(strict)" in result.stdout.str()
+
+
+class TestToyChars(_Toy, EncoderContract):
+    name = "toy.chars"
+
+    @pytest.fixture
+    def items(self):
+        return ["class 1", "a red heart", ""]
+
+
+class TestToyLinearWithTokens(_Toy, EncoderContract):
+    name = "toy.linear"
+
+    @pytest.fixture
+    def params(self):
+        return toy.ToyLinearParams(tokens=3)
+
+    @pytest.fixture
+    def items(self):
+        import numpy as np
+
+        return [np.full(8, i, dtype="float32") for i in range(3)]
+
+    def test_token_states_come_from_the_same_pass(self, component, items):
+        out = component.encode_states(component.prepare(items))
+        assert out.tokens.shape == (3, 3, 4)
+        assert (out.embedding == component.encode(component.prepare(items))).all()
+
+
+class TestToyCharDecoder(_Toy, DecoderContract):
+    """A trainable decoder: the contract also trains it on a fixed batch of captions."""
+
+    name = "toy.char-decoder"
+
+    def length(self, text: str) -> int:
+        return len(text)  # max_length counts characters
+
+
+class TestToyCharDecoderOnTokens(_Toy, DecoderContract):
+    name = "toy.char-decoder"
+
+    @pytest.fixture
+    def params(self):
+        return toy.ToyCharDecoderParams(reads_tokens=True)
+
+    def length(self, text: str) -> int:
+        return len(text)

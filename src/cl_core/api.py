@@ -41,13 +41,18 @@ from .spec.validators import could_be_hub_id, existing_path, existing_paths, fol
 #: name -> module of the names imported on first use (they import torch, pytest or transformers).
 _LAZY = {
     **dict.fromkeys(["CandidateSet", "DataSource", "Dataset", "Decoder", "EncodedBatch", "Encoder", "EvalContext",
-                     "Evaluator", "Loss", "Objective", "PreparedBatch", "Sampler", "Scorer", "TrainContext",
+                     "Evaluator", "Loss", "Objective", "PipelineView", "PreparedBatch", "Sampler", "Scorer",
+                     "TrainContext",
                      "TrainingLoop", "reportable_ks", "warn_evaluation"], "cl_core.components"),
     **dict.fromkeys(["Batch", "EncoderOutput", "LossOutput", "Targets"], "cl_core.types"),
     **dict.fromkeys(["BuildContext", "build_nested", "spec_problem"], "cl_core.build"),
     **dict.fromkeys(["Pipeline"], "cl_core.pipeline"),
-    **dict.fromkeys(["FeatureCache", "FrozenEncoder", "FrozenParts", "freeze", "item_keys"], "cl_core.frozen"),
-    **dict.fromkeys(["from_pretrained", "save_pretrained", "push_to_hub", "resolve_source"], "cl_core.weights"),
+    **dict.fromkeys(["DEFAULT_CACHE_SIZE", "FeatureCache", "FrozenEncoder", "FrozenParts", "digest_keys", "freeze",
+                     "item_digest", "item_keys"], "cl_core.frozen"),
+    **dict.fromkeys(["from_pretrained", "names_hub_repository", "push_to_hub", "resolve_source", "save_pretrained",
+                     "state_tensors", "WEIGHTS_NAME"], "cl_core.weights"),
+    **dict.fromkeys(["atomic_write", "atomic_write_text", "default_mode"], "cl_core.checkpoint"),
+    **dict.fromkeys(["NoiseTargets"], "cl_core._builtin.nce"),
     **dict.fromkeys(["build"], "cl_core.standalone"),
     **dict.fromkeys(["train", "evaluate_run"], "cl_core.runs"),
     **dict.fromkeys(["PluginHost", "default_host"], "cl_core.plugins"),
@@ -61,11 +66,19 @@ __all__ = sorted([
     "DecoderRef", "EncoderRef", "EvaluationWarning", "HubError", "LossRef", "ObjectiveRef", "PipelineSpec",
     "PluginError", "PluginLoadError", "PluginLoadWarning", "Problem", "ScorerRef", "SpecError",
     "TrainingDivergedError", "WeightsError", "cache_dir", "could_be_hub_id", "did_you_mean", "existing_path",
-    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", *_LAZY,
+    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", "hf", *_LAZY,
 ])
 
 
+#: submodules offered whole: ``from cl_core.api import hf`` (the Hugging Face adapter; needs ``cl-core[hf]``).
+_MODULES = {"hf": "cl_core.hf"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+        globals()[name] = value
+        return value
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'cl_core.api' has no attribute {name!r}")
@@ -99,7 +112,11 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         reportable_ks,
         warn_evaluation,
     )
-    from .frozen import FeatureCache, FrozenEncoder, FrozenParts, freeze, item_keys
+    from . import hf
+    from ._builtin.nce import NoiseTargets
+    from .checkpoint import atomic_write, atomic_write_text, default_mode
+    from .components import PipelineView
+    from .frozen import DEFAULT_CACHE_SIZE, FeatureCache, FrozenEncoder, FrozenParts, digest_keys, freeze, item_digest, item_keys
     from .pipeline import Pipeline
     from .plugins import PluginHost, default_host
     from .runs import evaluate_run, train
@@ -116,4 +133,12 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         ScorerContract,
     )
     from .types import Batch, EncoderOutput, LossOutput, Targets
-    from .weights import from_pretrained, push_to_hub, resolve_source, save_pretrained
+    from .weights import (
+        WEIGHTS_NAME,
+        from_pretrained,
+        names_hub_repository,
+        push_to_hub,
+        resolve_source,
+        save_pretrained,
+        state_tensors,
+    )

@@ -32,20 +32,6 @@ __all__ = ["build"]
 _NOT_STANDALONE = ("trainer",)
 
 
-def _ref_classes() -> dict[str, type]:
-    """Every spec reference class by its kind (``"loss"`` -> ``LossRef``)."""
-    from .spec import ComponentRef
-
-    found: dict[str, type] = {}
-    todo = list(ComponentRef.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo.extend(cls.__subclasses__())
-        if cls.kind and cls.kind not in _NOT_STANDALONE:
-            found.setdefault(cls.kind, cls)
-    return found
-
-
 def _plain(value: Any) -> Any:
     """A Python value as TOML would give it: tuples as lists, paths as strings (recursively)."""
     if isinstance(value, (list, tuple)):
@@ -88,10 +74,13 @@ def build(kind: str, name: str, /, *, registry: Registry | None = None, **params
         Exception: whatever the factory raises for parameters valid on their own but not together with the
             (empty) build context, e.g. ``ValueError`` naming the missing ``dim``.
     """
-    refs = _ref_classes()
-    if kind not in refs:
-        mean = did_you_mean(kind, refs)
-        raise ValueError(f"kind must be one of {', '.join(map(repr, sorted(refs)))}, got {kind!r}"
+    from .registry import KIND_HOOKS
+    from .spec.model import ref_class
+
+    kinds = [k for k in KIND_HOOKS if k not in _NOT_STANDALONE]
+    if kind not in kinds:
+        mean = did_you_mean(kind, kinds)
+        raise ValueError(f"kind must be one of {', '.join(map(repr, sorted(kinds)))}, got {kind!r}"
                          + (f"; {mean}" if mean else ""))
     source = f"build({kind!r}, {name!r})"
     if "type" in params:
@@ -105,15 +94,10 @@ def build(kind: str, name: str, /, *, registry: Registry | None = None, **params
 
         registry = default_host().registry()
     structurer = Structurer(registry, CONVERTER)
-    ok, ref = structurer.component({"type": name, **_plain(params)}, refs[kind], kind)
+    ok, ref = structurer.component({"type": name, **_plain(params)}, ref_class(kind), kind)
     if not ok:
         raise SpecError(source, structurer.problems)
-    import attrs
-
     from .build import BuildContext
 
-    fields = {f.name for f in attrs.fields(BuildContext)}
-    context = {"path": kind, **({"registry": registry} if "registry" in fields else {}),
-               **({"source": source} if "source" in fields else {})}
     factory = registry.get(kind, ref.type).info.load_factory()
-    return factory(ref.params, BuildContext(**context))
+    return factory(ref.params, BuildContext(path=kind, registry=registry, source=source))

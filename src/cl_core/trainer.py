@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -175,7 +175,8 @@ class Trainer(TrainingLoop):
 
     def __init__(self, spec: AdamWParams, ctx: TrainContext) -> None:
         super().__init__(ctx)
-        pipeline = ctx.pipeline
+        # The core loop trains the core's pipeline (a plugin's loop may see only the PipelineView).
+        pipeline = cast("Pipeline", ctx.pipeline)
         check_trainable(pipeline)
         if spec.grad_cache_chunk:
             readers = [o.name for o in pipeline.objectives if not o.embeddings_only]

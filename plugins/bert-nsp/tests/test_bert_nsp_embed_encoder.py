@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from cl_bert_nsp.embed_params import SentenceEncoderParams
 from cl_bert_nsp.embed_testing import make_tiny_bert
-from cl_bert_nsp.embedding import SentenceEncoder, pool
+from cl_bert_nsp.embedding import SentenceEncoder
+from cl_core.hf import pool
 from cl_core.errors import DataError
 
 TEXTS = ["A dog runs on the grass.", "The stock market fell sharply on Monday after the report.", "", "Paris"]

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from attrs import evolve
 
-from cl_core._builtin.losses import InfoNCELoss
-from cl_core._builtin.scorers import DotScorer
+from cl_core.api import build
 from cl_core.errors import BuildError
 from cl_core.testing import EncoderContract
 from cl_core.types import Targets
@@ -61,7 +60,7 @@ def test_dot_with_head_plus_info_nce_equals_berts_nsp_loss(tiny_bert_params):
     enc.eval()
     labels = torch.tensor([0, 1, 1, 0])
     prepared = enc.prepare(PAIRS)
-    scorer, loss = DotScorer(), InfoNCELoss()
+    scorer, loss = build("scorer", "core.dot"), build("loss", "core.info-nce")
     ours = loss.compute(enc.encode(prepared), head.candidates(), scorer, Targets(positive=labels)).value
 
     exported = enc.to_transformers(head.candidates().detach())

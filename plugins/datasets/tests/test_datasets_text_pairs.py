@@ -96,7 +96,7 @@ def test_real_wiki_leads():
 def test_tfidf_mining_vectors_feed_hard_negatives_from_other_documents():
     import torch
 
-    from cl_core._builtin.hard_negatives import HardNegativesSampler
+    from cl_core.api import build
 
     topics = ["river water flood bank", "guitar music song chord", "planet orbit star moon"]
     docs = [Document(title=f"T{i}", text=f"{topics[i % 3]} item{i}. More about {topics[i % 3].split()[0]} {i}.",
@@ -109,7 +109,7 @@ def test_tfidf_mining_vectors_feed_hard_negatives_from_other_documents():
     assert vectors.shape == (30, 8) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     same_topic = vectors[0] @ vectors[3]  # documents 0 and 3 share a topic, 0 and 1 do not
     assert same_topic > vectors[0] @ vectors[1] + 0.3
-    sampler = HardNegativesSampler(batch_size=4, num_negatives=1, candidate_field="text", pool=2)
+    sampler = build("sampler", "core.hard-negatives", batch_size=4, num_negatives=1, candidate_field="text", pool=2)
     batch = next(iter(sampler.batches(train, generator=torch.Generator().manual_seed(0))))
     queries, texts = batch.inputs["query"], batch.inputs["text"]
     for i, title in enumerate(queries):

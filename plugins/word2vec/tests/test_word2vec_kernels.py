@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cl_core._builtin.nce import NCELoss, NegativeSamplingLoss, NoiseTargets
+from cl_core.api import NoiseTargets, build
 from cl_core.types import Targets
 from cl_word2vec import kernels
 from cl_word2vec.sgd import sgd_step
@@ -32,7 +32,7 @@ def test_kernel_step_equals_autograd_of_catalogue_loss(loss_kind):
     kernels.sgd_pairs(k0, k1, inputs, targets, alpha, log_kpn, loss_kind)
 
     t0, t1 = torch.tensor(syn0), torch.tensor(syn1)
-    loss = NCELoss() if loss_kind else NegativeSamplingLoss()
+    loss = build("loss", "core.nce") if loss_kind else build("loss", "core.negative-sampling")
     sgd_step(t0, t1, torch.tensor(inputs, dtype=torch.long), torch.tensor(targets), alpha, loss, loss_kind,
              torch.tensor(log_kpn), Targets, NoiseTargets)
     assert not np.allclose(k0, syn0)  # something moved
@@ -62,7 +62,7 @@ def test_torch_cbow_step_equals_word2vec_update(cbow_mean):
             r0[word] += neu1e
 
     t0, t1 = torch.tensor(syn0), torch.tensor(syn1)
-    sgd_step(t0, t1, torch.tensor(contexts), torch.tensor(cand), alpha, NegativeSamplingLoss(), 0,
+    sgd_step(t0, t1, torch.tensor(contexts), torch.tensor(cand), alpha, build("loss", "core.negative-sampling"), 0,
              torch.zeros(12, dtype=torch.float64), Targets, NoiseTargets, context_mask=torch.tensor(mask),
              cbow_mean=cbow_mean)
     assert not np.allclose(r0, syn0)

@@ -142,7 +142,11 @@ class HardNegativesSampler(Sampler):
 
 
 def candidate_role(spec) -> str:
-    """The pipeline's candidate role: the second encoder of the spec (the first when there is one)."""
+    """The pipeline's candidate role: that of the first contrastive objective naming its roles, else the second
+    encoder of the spec (the first when there is one)."""
+    for ref in spec.objective if spec is not None else ():
+        if ref.type == "core.contrastive" and ref.params.roles is not None:
+            return ref.params.roles[1]
     roles = list(spec.encoders) if spec is not None else []
     return roles[1] if len(roles) > 1 else (roles[0] if roles else "")
 

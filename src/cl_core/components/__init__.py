@@ -9,7 +9,8 @@ from .objective import EncodedBatch, Objective, PreparedBatch
 from .sampler import Sampler
 from .scorer import Scorer
 from .training import TrainContext, TrainingLoop
+from .view import PipelineView
 
 __all__ = ["CandidateSet", "DataSource", "Dataset", "Decoder", "EncodedBatch", "Encoder", "EvalContext", "Evaluator",
-           "Loss", "Objective", "PreparedBatch", "Sampler", "Scorer", "TrainContext", "TrainingLoop", "reportable_ks",
+           "Loss", "Objective", "PipelineView", "PreparedBatch", "Sampler", "Scorer", "TrainContext", "TrainingLoop", "reportable_ks",
            "warn_evaluation"]

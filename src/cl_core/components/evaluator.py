@@ -15,7 +15,7 @@ from attrs import frozen
 from ..errors import EvaluationWarning
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+    from .view import PipelineView
     from .data import Dataset
 
 
@@ -32,7 +32,7 @@ class Evaluator(abc.ABC):
     """Computes named metrics (``{"zero-shot/noto/top1": 0.41, ...}``) from a pipeline and a dataset."""
 
     @abc.abstractmethod
-    def evaluate(self, pipeline: Pipeline, dataset: Dataset, ctx: EvalContext) -> dict[str, float]: ...
+    def evaluate(self, pipeline: PipelineView, dataset: Dataset, ctx: EvalContext) -> dict[str, float]: ...
 
 
 def warn_evaluation(message: str) -> None:

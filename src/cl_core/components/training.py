@@ -14,7 +14,7 @@ from attrs import field, frozen
 from .evaluator import EvalContext
 
 if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+    from .view import PipelineView
 
 METRICS_NAME = "metrics.jsonl"
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -37,7 +37,7 @@ class TrainContext:
         log: where to print human-readable lines.
     """
 
-    pipeline: Pipeline
+    pipeline: PipelineView
     run_dir: Path
     seed: int = 0
     device: torch.device = torch.device("cpu")

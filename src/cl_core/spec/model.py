@@ -79,6 +79,18 @@ class TrainerRef(ComponentRef):
     default_type: ClassVar[str | None] = "core.adamw"
 
 
+def ref_class(kind: str) -> type[ComponentRef]:
+    """The :class:`ComponentRef` subclass of a component kind (``"loss"`` -> :class:`LossRef`).
+
+    Raises:
+        KeyError: no such kind.
+    """
+    for cls in ComponentRef.__subclasses__():
+        if cls.kind == kind:
+            return cls
+    raise KeyError(kind)
+
+
 @frozen(kw_only=True)
 class RunSpec:
     """``[run]``.

@@ -111,11 +111,9 @@ class ComponentContract:
 
 
 def _ref_class(kind: str):
-    from .. import spec
+    from ..spec.model import ref_class
 
-    return {"dataset": spec.DatasetRef, "sampler": spec.SamplerRef, "encoder": spec.EncoderRef,
-            "scorer": spec.ScorerRef, "loss": spec.LossRef, "decoder": spec.DecoderRef,
-            "evaluator": spec.EvaluatorRef}[kind]
+    return ref_class(kind)
 
 
 def _plugin_module(registered: Registered) -> str:
@@ -129,6 +127,9 @@ def _plugin_module(registered: Registered) -> str:
 
 class EncoderContract(ComponentContract):
     """Encoders: ``prepare`` then ``encode`` gives ``[B, embed_dim]``; deterministic in eval; trainable."""
+
+    #: the encoder is frozen by design (a locked tower): nothing of it trains
+    frozen: ClassVar[bool] = False
 
     kind = "encoder"
 
@@ -152,20 +153,24 @@ class EncoderContract(ComponentContract):
     def test_gradients_reach_trainable_parameters(self, component, items) -> None:
         component.train()
         out = component.encode(component.prepare(items))
+        if self.frozen:  # a locked tower: nothing trains and nothing records a graph
+            assert not out.requires_grad and not any(p.requires_grad for p in component.parameters())
+            return
         out.pow(2).sum().backward()
         trainable = [(n, p) for n, p in component.named_parameters() if p.requires_grad]
         assert trainable, "an encoder with nothing to train"
         without = [n for n, p in trainable if p.grad is None]
         assert not without, f"no gradient reached: {without[:5]}"
 
-    def test_state_dict_round_trips_through_safetensors(self, component, items, registered, params, tmp_path) -> None:
+    def test_state_dict_round_trips_through_safetensors(self, component, items, registered, params, build_context,
+                                                        tmp_path) -> None:
         from safetensors.torch import load_file, save_file
 
         component.eval()
         path = tmp_path / "w.safetensors"
         save_file({k: v.detach().contiguous().clone() for k, v in component.state_dict().items()}, str(path))
         torch.manual_seed(123)  # a different init
-        twin = registered.info.load_factory()(params, BuildContext())
+        twin = registered.info.load_factory()(params, build_context)
         twin.load_state_dict(load_file(str(path)))
         twin.eval()
         with torch.no_grad():
@@ -483,14 +488,15 @@ class DecoderContract(ComponentContract):
         with pytest.raises(ValueError):
             component.decode(torch.zeros(self.embed_dim), max_length=4)
 
-    def test_state_dict_round_trips_through_safetensors(self, component, registered, params, tmp_path) -> None:
+    def test_state_dict_round_trips_through_safetensors(self, component, registered, params, build_context,
+                                                        tmp_path) -> None:
         from safetensors.torch import load_file, save_file
 
         component.eval()
         path = tmp_path / "d.safetensors"
         save_file({k: v.detach().contiguous().clone() for k, v in component.state_dict().items()}, str(path))
         torch.manual_seed(321)
-        twin = registered.info.load_factory()(params, BuildContext())
+        twin = registered.info.load_factory()(params, build_context)
         twin.load_state_dict(load_file(str(path)))
         twin.eval()
         x = self.condition(4)

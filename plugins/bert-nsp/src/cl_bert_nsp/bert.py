@@ -37,10 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_core import hf
-from cl_core.components import CandidateSet, Encoder
-from cl_core.errors import BuildError
-from cl_core.types import EncoderOutput
+from cl_core.api import BuildError, CandidateSet, Encoder, EncoderOutput, hf
 
 from .nsp_tokens import IGNORE_INDEX, as_pair, build_pair_ids, mask_tokens, pad_batch, text_seed
 from .params import BertParams, NSPHeadParams

@@ -10,7 +10,7 @@ from typing import Literal
 
 from attrs import field, frozen, validators
 
-from cl_core.spec.validators import folder_or_hub_id
+from cl_core.api import folder_or_hub_id
 
 _pos = validators.gt(0)
 

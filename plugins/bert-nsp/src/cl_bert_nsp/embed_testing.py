@@ -19,7 +19,7 @@ def make_tiny_bert(folder: str | Path, *, hidden: int = 32, layers: int = 2, hea
     import torch
     from transformers import BertConfig, BertModel
 
-    from cl_core.hf import minilm_dir
+    from cl_core.api import hf
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -28,7 +28,7 @@ def make_tiny_bert(folder: str | Path, *, hidden: int = 32, layers: int = 2, hea
                         num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=max_position)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(folder), safe_serialization=True)
     if tokenizer:
-        source = minilm_dir()
+        source = hf.minilm_dir()
         for name in TOKENIZER_FILES:
             if (source / name).is_file():
                 shutil.copy(source / name, folder / name)

@@ -32,14 +32,11 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core import hf
-from cl_core.components import Encoder
-from cl_core.errors import DataError
-from cl_core.hf import POOLINGS, pool
+from cl_core.api import DataError, Encoder, hf
 
 from .embed_params import SentenceEncoderParams
 
-__all__ = ["POOLINGS", "SentenceEncoder", "build_sentence_encoder", "load_transformer", "pool"]
+__all__ = ["SentenceEncoder", "build_sentence_encoder", "load_transformer"]
 
 
 def load_transformer(path: Path, *, pretrained: bool = True) -> Any:
@@ -123,7 +120,7 @@ class SentenceEncoder(Encoder):
 
     def _encode(self, inputs: Mapping[str, Tensor]) -> Tensor:
         states = self.token_states(inputs)
-        pooled = pool(states, inputs["attention_mask"], self.pooling)
+        pooled = hf.pool(states, inputs["attention_mask"], self.pooling)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
 
 

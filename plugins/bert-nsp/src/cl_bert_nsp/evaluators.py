@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.components import Dataset, DataSource, EvalContext, Evaluator, reportable_ks
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset, EvalContext, Evaluator, reportable_ks
 from cl_datasets.wiki import Document
 
 from . import embed_params as ep

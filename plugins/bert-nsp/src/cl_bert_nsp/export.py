@@ -17,8 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cl_core.checkpoint import default_mode
-from cl_core.errors import ClError
+from cl_core.api import ClError, default_mode
 
 from .embedding import SentenceEncoder
 
@@ -30,7 +29,7 @@ def _encoder_of(source: Any, role: str | None) -> SentenceEncoder:
     if isinstance(source, SentenceEncoder):
         return source
     if isinstance(source, (str, Path)):
-        from cl_core.weights import from_pretrained
+        from cl_core.api import from_pretrained
 
         source = from_pretrained(source)
     encoders = getattr(source, "encoders", None)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cl_core.components import EncodedBatch, Objective
-from cl_core.errors import BuildError
-from cl_core.types import LossOutput
+from cl_core.api import BuildError, EncodedBatch, LossOutput, Objective
 
 from .bert import BertPairEncoder
 from .params import MaskedLMParams

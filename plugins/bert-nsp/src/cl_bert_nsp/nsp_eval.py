@@ -15,8 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cl_core.components import Dataset, EvalContext, Evaluator
-from cl_core.errors import ClError, DataError
+from cl_core.api import ClError, DataError, Dataset, EvalContext, Evaluator
 
 from .nsp_pairs import IS_NEXT, RANDOM, SentenceIndex
 from .params import NSPAccuracyParams

@@ -27,9 +27,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from cl_core.components import DataSource, Sampler
-from cl_core.errors import DataError
-from cl_core.types import Batch
+from cl_core.api import Batch, DataError, DataSource, Sampler
 
 from .nsp_tokens import SentencePair
 from .params import NSPPairsParams

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 from .image_tower import ImageTower
 from .params import EfficientNetParams

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_core.components import Encoder
+from cl_core.api import Encoder
 
 from .efficientnet import EfficientNetLite
 from .image_tower import prepare_shared

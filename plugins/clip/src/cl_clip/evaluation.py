@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset
 
 #: Examples fetched from a data source at once (bounds the raw items held in memory).
 FETCH_CHUNK = 4096

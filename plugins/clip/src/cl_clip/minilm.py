@@ -22,8 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from cl_core import hf
-from cl_core.hf import mean_pool
+from cl_core.api import hf
 
 from .params import MiniLMParams
 from .tokenizer import minilm_wordpiece, text_keys
@@ -74,7 +73,7 @@ class MiniLM(Tower):
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         out = self.trunk(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
-        return mean_pool(out.last_hidden_state, mask)
+        return hf.mean_pool(out.last_hidden_state, mask)
 
 
 def build_minilm(params: MiniLMParams, ctx) -> MiniLM:

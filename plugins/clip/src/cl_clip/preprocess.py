@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from cl_core.frozen import digest_keys, item_digest
+from cl_core.api import digest_keys, item_digest
 
 from .params import ResizeMode
 

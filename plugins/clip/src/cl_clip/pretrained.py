@@ -15,7 +15,7 @@ import functools
 import importlib
 from pathlib import Path
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 
 @functools.cache

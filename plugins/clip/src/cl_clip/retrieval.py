@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cl_core.components import Dataset, EvalContext, Evaluator, reportable_ks, warn_evaluation
+from cl_core.api import Dataset, EvalContext, Evaluator, reportable_ks, warn_evaluation
 
 from .evaluation import check_roles, embed_field, select_splits
 from .params import RetrievalParams

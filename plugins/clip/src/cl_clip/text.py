@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from cl_core import hf
+from cl_core.api import hf
 
 from .params import TextTransformerParams
 from .tokenizer import eot_index, minilm_wordpiece, text_keys

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from cl_core import hf
+from cl_core.api import hf
 
 
 @functools.cache
@@ -47,6 +47,6 @@ def eot_index(attention_mask: Tensor) -> Tensor:
 
 def text_keys(texts: Sequence[str]) -> Tensor:
     """``[B]`` int64 hashes of the texts: the feature-cache keys of captions (:func:`cl_core.frozen.item_keys`)."""
-    from cl_core.frozen import item_keys
+    from cl_core.api import item_keys
 
     return item_keys(texts)

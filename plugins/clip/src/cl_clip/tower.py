@@ -30,8 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cl_core.components import Encoder
-from cl_core.frozen import DEFAULT_CACHE_SIZE, FeatureCache, FrozenParts
+from cl_core.api import DEFAULT_CACHE_SIZE, Encoder, FeatureCache, FrozenParts
 
 
 def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool = False, hidden: int = 2048,

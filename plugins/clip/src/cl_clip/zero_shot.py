@@ -38,8 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.components import Dataset, DataSource, EvalContext, Evaluator, reportable_ks, warn_evaluation
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset, EvalContext, Evaluator, reportable_ks, warn_evaluation
 
 from .evaluation import check_roles, embed_field, field_items, logit_scale, select_splits
 from .params import ZeroShotParams

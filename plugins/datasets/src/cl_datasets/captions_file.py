@@ -12,7 +12,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}

@@ -44,8 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset
 
 TOKEN_PATTERN = r"[a-z]+(?:'[a-z]+)?|\d+"
 TOKENIZER_VERSION = "1"
@@ -180,7 +179,7 @@ def debian_file(package: str, relative: str, *, explicit: str | Path | None = No
     system = Path("/") / relative
     if system.exists():
         return system
-    from cl_core.cache import cache_dir
+    from cl_core.api import cache_dir
 
     root = cache_dir("debian", package)
     cached = root / relative
@@ -227,7 +226,7 @@ def _cache_key(name: str, files: Sequence[Path]) -> str:
 def _cached(name: str, files: Sequence[Path], make: Any, use_cache: bool) -> Encoded:
     if not use_cache:
         return make()
-    from cl_core.cache import cache_dir
+    from cl_core.api import cache_dir
 
     path = cache_dir("corpora") / f"{name}-{_cache_key(name, files)}.npz"
     if path.is_file():

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset
 
 from .params import DOCUMENT_SOURCES, DocumentsParams
 from .splits import choose_holdout

@@ -38,8 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError, indented_list
+from cl_core.api import DataError, DataSource, Dataset, indented_list
 
 from .emoji_images import draw_all, load_noto, noto_index
 from .emoji_meta import Concept, captions_of, descriptions_of, load_concepts

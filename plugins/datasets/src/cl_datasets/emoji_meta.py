@@ -29,7 +29,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from cl_core.errors import DataError, indented_list
+from cl_core.api import DataError, indented_list
 
 _SPACES = re.compile(r"\s+")
 VARIATION_SELECTOR = "FE0F"

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ STALE_TEMP_S = 24 * 3600
 
 def cache_root() -> Path:
     """``cl_core.cache.cache_dir("emoji")`` (honours ``$CL_CACHE_DIR``)."""
-    from cl_core.cache import cache_dir
+    from cl_core.api import cache_dir
 
     return cache_dir("emoji")
 

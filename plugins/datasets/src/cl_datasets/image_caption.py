@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError, indented_list
+from cl_core.api import DataError, DataSource, Dataset, indented_list
 
 from .captions_file import Row, read_rows
 from .imaging import load_square, unlimited_pixels

@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 
 from attrs import field, frozen, validators
 
-from cl_core.spec.validators import existing_path, existing_paths
+from cl_core.api import existing_path, existing_paths
 
 EMOJI_STYLES = ("openmoji", "noto")
 #: One caption kind: the type of the ``captions`` and ``descriptions`` entries.

