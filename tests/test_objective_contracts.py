@@ -107,34 +107,12 @@ class TestFromRun(EncoderContract):
         return _host()
 
     @pytest.fixture
-    def params(self, tmp_path_factory):
+    def params(self, toy_spec):
         from cl_core.runs import train
 
-        folder = tmp_path_factory.mktemp("source")
-        (folder / "s.toml").write_text(f"""
-[run]
-device = "cpu"
-output_dir = "{folder / 'runs'}"
-name = "base"
-[data]
-type = "toy.pairs"
-[sampler]
-type = "core.in-batch"
-batch_size = 16
-[encoders.a]
-type = "toy.linear"
-[encoders.b]
-type = "toy.linear"
-[scorer]
-type = "core.cosine"
-[loss]
-type = "core.clip"
-[trainer]
-progress = false
-plots = false
-""")
-        train(folder / "s.toml", host=_host(), log=lambda m: None)
-        return FromRunParams(source=str(folder / "runs" / "base"), role="a")
+        path, out = toy_spec(epochs=1, name="base")
+        train(path, host=_host(), log=lambda m: None)
+        return FromRunParams(source=str(out / "base"), role="a")
 
     @pytest.fixture
     def build_context(self, host):

@@ -180,36 +180,6 @@ def test_contrastive_and_caption_objectives_train_one_coca_shaped_model(tmp_path
         pipeline.decoder.decode(pipeline.embed("a", items["a"][:2]))
 
 
-BASE = """
-format = 1
-[run]
-seed = 0
-device = "cpu"
-output_dir = "{out}"
-name = "base"
-[data]
-type = "toy.pairs"
-size = 128
-classes = 6
-[sampler]
-type = "core.in-batch"
-batch_size = 16
-[encoders.a]
-type = "toy.linear"
-[encoders.b]
-type = "toy.linear"
-[scorer]
-type = "core.cosine"
-temperature = 0.1
-[loss]
-type = "core.clip"
-[trainer]
-epochs = 4
-lr = 0.02
-progress = false
-plots = false
-"""
-
 DECODER = """
 format = 1
 [run]
@@ -241,10 +211,19 @@ plots = false
 """
 
 
-def test_a_decoder_trains_on_a_frozen_tower_from_an_earlier_run_and_the_run_stands_alone(tmp_path, run_cli):
-    (tmp_path / "base.toml").write_text(BASE.format(out=tmp_path / "runs"))
-    run_cli("train", tmp_path / "base.toml")
-    base = tmp_path / "runs" / "base"
+def _base_run(toy_spec) -> Path:
+    """A toy CLIP-shaped run over 6 classes (the towers the decoder tests take), trained in-process."""
+    from cl_core.runs import train
+
+    path, out = toy_spec(epochs=4, name="base")
+    train(path, host=cli._host(), log=lambda m: None, overrides=[("data.classes", 6), ("data.size", 128),
+                                                                ("scorer.temperature", 0.1), ("trainer.lr", 0.02)])
+    return out / "base"
+
+
+def test_a_decoder_trains_on_a_frozen_tower_from_an_earlier_run_and_the_run_stands_alone(tmp_path, run_cli,
+                                                                                         toy_spec):
+    base = _base_run(toy_spec)
     spec = tmp_path / "decoder.toml"
     spec.write_text(DECODER.format(out=tmp_path / "runs", source=base))
     run_cli("train", spec)
@@ -274,13 +253,11 @@ def run_cli_error(spec: Path):
     train(spec, host=cli._host(), log=lambda m: None)
 
 
-def test_from_run_errors_are_located(tmp_path, toy_host):
+def test_from_run_errors_are_located(tmp_path, toy_host, toy_spec, run_cli):
     from cl_core.errors import BuildError
     from cl_core.runs import train
 
-    (tmp_path / "base.toml").write_text(BASE.format(out=tmp_path / "runs"))
-    train(tmp_path / "base.toml", host=toy_host, log=lambda m: None)
-    base = tmp_path / "runs" / "base"
+    base = _base_run(toy_spec)
     spec = tmp_path / "decoder.toml"
     spec.write_text(DECODER.format(out=tmp_path / "runs", source=base).replace('source = "', 'role = "audio"\nsource = "'))
     with pytest.raises(BuildError, match=r"encoders\.a\.role: .* has no encoder role 'audio'; its roles: a, b"):
@@ -291,11 +268,10 @@ def test_from_run_errors_are_located(tmp_path, toy_host):
         train(spec, host=toy_host, log=lambda m: None)
 
 
-def test_a_spec_with_nothing_to_train_is_evaluated_not_trained(tmp_path, toy_host, run_cli):
+def test_a_spec_with_nothing_to_train_is_evaluated_not_trained(tmp_path, toy_host, run_cli, toy_spec):
     from cl_core.runs import train
 
-    (tmp_path / "base.toml").write_text(BASE.format(out=tmp_path / "runs"))
-    train(tmp_path / "base.toml", host=toy_host, log=lambda m: None)
+    base = _base_run(toy_spec)
     spec = tmp_path / "eval.toml"
     spec.write_text(f"""
 format = 1
@@ -307,10 +283,10 @@ size = 128
 classes = 6
 [encoders.a]
 type = "core.from-run"
-source = "{tmp_path / 'runs' / 'base'}"
+source = "{base}"
 [encoders.b]
 type = "core.from-run"
-source = "{tmp_path / 'runs' / 'base'}"
+source = "{base}"
 [scorer]
 type = "core.cosine"
 [[evaluate]]
@@ -320,3 +296,28 @@ type = "toy.alignment"
     assert "alignment/heldout/recall@1" in out
     with pytest.raises(SpecError, match="nothing to train"):
         train(spec, host=toy_host, log=lambda m: None)
+
+
+def test_objective_mistakes_are_located_before_anything_is_written(tmp_path, toy_host):
+    from cl_core.runs import train
+
+    base = BOUND.format(out=tmp_path / "runs")
+    cases = {
+        "unknown role": (base.replace('roles = ["a", "c"]', 'roles = ["a", "d"]'),
+                         "objective[1].roles[1]: no encoder role 'd'; encoder roles: a, b, c"),
+        "same name twice": (base.replace('roles = ["a", "c"]', 'roles = ["a", "b"]'),
+                            "objective[1].name: 'a-b' names objective[0] already"),
+        "negative weight": (base.replace('roles = ["a", "c"]', 'roles = ["a", "c"]\nweight = -1.0'),
+                            "objective[1].weight: must be >= 0"),
+        "caption without decoder": (base + '\n[[objective]]\ntype = "core.caption"\ncondition = "a"\n',
+                                    "objective[2].type: a caption objective trains the spec's [decoder]"),
+        "an unused top-level loss": (base.replace("[trainer]", '[loss]\ntype = "core.clip"\n\n[trainer]'),
+                                     "loss: no [[objective]] uses this loss"),
+    }
+    for case, (text, expected) in cases.items():
+        spec = tmp_path / "bad.toml"
+        spec.write_text(text)
+        with pytest.raises(SpecError) as info:
+            train(spec, host=toy_host, log=lambda m: None)
+        assert expected in str(info.value), (case, str(info.value))
+        assert not (tmp_path / "runs").exists(), case

@@ -54,7 +54,20 @@ def test_an_encoder_role_the_data_does_not_give_is_an_error_before_anything_is_w
     _bad(path, "[encoders.b]", "[encoders.c]")  # toy.pairs gives fields "a" and "b"
     result = run_cli("train", str(path))
     assert result.exit_code == 1
-    assert "encoders.c: no inputs for encoder role(s) 'c': sampler 'core.in-batch' yields 'a', 'b'" in result.output
+    assert "encoders.c: no inputs for role(s) 'c': sampler 'core.in-batch' yields 'a', 'b'" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_a_caption_target_the_data_does_not_give_is_located_at_its_objective(toy_spec, run_cli):
+    path, out = toy_spec()
+    text = path.read_text()
+    path.write_text(text + '\n[decoder]\ntype = "toy.char-decoder"\n\n[[objective]]\ntype = "core.contrastive"\n'
+                           'roles = ["a", "b"]\n\n[[objective]]\ntype = "core.caption"\ncondition = "a"\n'
+                           'target = "caption"\n')
+    result = run_cli("train", str(path))
+    assert result.exit_code == 1, result.output
+    assert "objective[1]: no inputs for role(s) 'caption': sampler 'core.in-batch' yields 'a', 'b'" in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
 

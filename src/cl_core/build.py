@@ -136,6 +136,16 @@ def _objective_refs(spec: PipelineSpec) -> list[tuple[str, ObjectiveRef]]:
     return [("loss", ObjectiveRef(type="core.contrastive", params=ContrastiveObjectiveParams()))]
 
 
+def _check_names(objectives: list[Objective], paths: list[str], ctx: BuildContext) -> None:
+    """Objectives are logged by name: two with one name would mix their curves."""
+    seen: dict[str, str] = {}
+    for objective, path in zip(objectives, paths):
+        if objective.name in seen:
+            raise spec_problem(ctx, f"{path}.name", f"{objective.name!r} names {seen[objective.name]} already",
+                               "give each objective its own name = \"...\"")
+        seen[objective.name] = path
+
+
 def _check_shared_used(spec: PipelineSpec, objectives: list[Objective], ctx: BuildContext) -> None:
     """A top-level ``[loss]`` that no ``[[objective]]`` uses is a mistake (it would train nothing)."""
     if not spec.objective or ctx.loss is None:
@@ -189,7 +199,9 @@ def build_pipeline(
     ctx = evolve(ctx, loss=loss)
     decoder = _build(registry, spec.decoder, evolve(ctx, path="decoder"), Decoder) if spec.decoder else None
     ctx = evolve(ctx, decoder=decoder)
-    objectives = [_build(registry, ref, evolve(ctx, path=path), Objective) for path, ref in _objective_refs(spec)]
+    refs = _objective_refs(spec)
+    objectives = [_build(registry, ref, evolve(ctx, path=path), Objective) for path, ref in refs]
+    _check_names(objectives, [path for path, _ in refs], ctx)
     _check_shared_used(spec, objectives, ctx)
     evaluators = [
         _build(registry, ref, evolve(ctx, path=f"evaluate[{i}]"), Evaluator) for i, ref in enumerate(spec.evaluate)

@@ -143,10 +143,14 @@ def check_roles(pipeline: Pipeline, source: DataSource) -> None:
     missing = [role for role in pipeline.input_roles() if role not in given]
     if given and missing:
         spec = pipeline.spec
+        assert spec.sampler is not None and spec.data is not None  # a pipeline that trains has both
+        readers = [i for i, o in enumerate(pipeline.objectives) if missing[0] in o.input_roles]
+        where = f"encoders.{missing[0]}" if missing[0] in pipeline.encoders or not readers else f"objective[{readers[0]}]"
         raise BuildError(
-            f"encoders.{missing[0]}: no inputs for encoder role(s) {', '.join(repr(r) for r in missing)}: sampler "
+            f"{where}: no inputs for role(s) {', '.join(repr(r) for r in missing)}: sampler "
             f"{spec.sampler.type!r} yields {', '.join(repr(r) for r in given)} from data {spec.data.type!r}; "
-            "name the [encoders.<role>] tables after those, or choose a sampler that yields the encoders' roles")
+            "name the [encoders.<role>] tables and the objectives' roles after those, or choose a sampler that "
+            "yields the roles the objectives read")
 
 
 def check_trainable(pipeline: Pipeline, source: str = "spec") -> None:
