@@ -178,6 +178,178 @@ def eval_(run: Path, overrides: tuple[str, ...]) -> None:
     evaluate_run(run, host=_host(), overrides=_overrides(overrides), log=click.echo)
 
 
+@main.command()
+@click.argument("run", metavar="RUN")
+@click.argument("items", metavar="ITEM...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--role", help="Encoder role that embeds the items; default: the caption objective's condition role "
+                             "when it takes images, else the role 'image', else the run's one image role.")
+@click.option("--max-length", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Longest caption, in the decoder's units (tokens; words for captions.clipre).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Items per batch.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item, caption} instead of lines.")
+@user_errors
+def caption(run: str, items: tuple[Path, ...], role: str | None, max_length: int, batch_size: int, device: str,
+            as_json: bool) -> None:
+    """Caption image files (or the images of folders) with the decoder of RUN.
+
+    RUN is a run directory, a saved folder, a Hub id (org/name[@revision]) or a spec file with nothing to train
+    (e.g. CLIPRe over a saved model). Prints one line per item: its path, a tab, its caption.
+    """
+    modality = "image"  # what ITEMs are read as; one reader per modality (_CAPTION_READERS)
+    files = _caption_files(items, modality)  # every unreadable file is reported before any model is loaded
+    pipeline = _caption_pipeline(run, device)
+    if pipeline.decoder is None:
+        raise ClError(f"{run} has no [decoder]: it cannot caption (a spec with a [decoder] table, e.g. ClipCap or "
+                      "CLIPRe over this model, makes one)")
+    chosen = _caption_role(pipeline, role, modality)
+    _, read = _CAPTION_READERS[modality]
+    rows = []
+    for start in range(0, len(files), batch_size):  # items are decoded one batch at a time
+        chunk = files[start : start + batch_size]
+        captions = pipeline.caption(chosen, [read(f) for f in chunk], max_length=max_length, batch_size=batch_size)
+        for path, text in zip(chunk, captions):
+            if as_json:
+                rows.append({"item": str(path), "caption": text})
+            else:
+                click.echo(f"{path}\t{text}")
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+#: Suffixes of the files a folder given to `cl caption` contributes, per modality (other files are ignored).
+_CAPTION_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")}
+
+
+def _pil():
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:  # pragma: no cover - Pillow comes with matplotlib
+        raise ClError("cl caption reads images with Pillow: pip install pillow") from exc
+    return Image, UnidentifiedImageError
+
+
+def _image_problem(path: Path, exc: BaseException) -> ClError:
+    if type(exc).__name__ == "UnidentifiedImageError":
+        return ClError(f"{path}: not an image (Pillow cannot identify it)")
+    return ClError(f"{path}: cannot decode the image: {exc}")
+
+
+def _check_image(path: Path) -> None:
+    """Raise a ClError saying why ``path`` is not an image Pillow can read (header and, where the format allows,
+    integrity; nothing is decoded)."""
+    image_module, unidentified = _pil()
+    try:
+        with image_module.open(path) as image:
+            image.verify()
+    except (unidentified, OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some Pillow plugins' "corrupt"
+        raise _image_problem(path, exc) from None
+
+
+def _read_image(path: Path):
+    """The RGB PIL image of ``path`` (a ClError when it cannot be decoded)."""
+    image_module, unidentified = _pil()
+    try:
+        with image_module.open(path) as image:
+            return image.convert("RGB")
+    except (unidentified, OSError, ValueError, SyntaxError) as exc:
+        raise _image_problem(path, exc) from None
+
+
+#: How `cl caption` checks and reads a file of each modality (a later --modality chooses among them).
+_CAPTION_READERS = {"image": (_check_image, _read_image)}
+
+
+def _caption_files(paths: tuple[Path, ...], modality: str) -> list[Path]:
+    """Every file given and every file of the modality's suffixes in the folders given (sorted by name), each
+    checked by the modality's checker. All problems are reported together, in the order given."""
+    from .errors import DataError, indented_list
+
+    suffixes = _CAPTION_SUFFIXES[modality]
+    check, _ = _CAPTION_READERS[modality]
+    problems: list[str] = []
+    found: list[Path] = []
+    for path in paths:
+        files: list[Path] = []
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not files:
+                problems.append(f"{path}: a folder with no {modality} files ({', '.join(suffixes)})")
+        elif path.exists():
+            files = [path]
+        else:
+            problems.append(f"{path}: no such file or folder")
+        for file in files:
+            try:
+                check(file)
+                found.append(file)
+            except ClError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise DataError(f"{len(problems)} item(s) cannot be captioned:\n" + indented_list(problems))
+    return found
+
+
+def _caption_pipeline(run: str, device: str):
+    """The pipeline of a run folder / Hub id (weights loaded), or of a spec file with nothing to train (built with
+    its data, as `cl eval SPEC` builds it), in eval mode on ``device``."""
+    from .errors import Problem, SpecError
+
+    path = Path(run)
+    if path.suffix == ".toml" and (path.is_file() or not path.exists()):
+        from .build import build_pipeline
+        from .spec import load_spec
+        from .trainer import resolve_device
+
+        registry = _host().registry()
+        spec_obj = load_spec(path, registry)
+        if spec_obj.trains:
+            raise SpecError(str(path), [Problem("", "this spec trains: `cl train` it, then `cl caption` the run "
+                                                    "directory it writes")])
+        target = _caption_device(device, resolve_device)
+        return build_pipeline(spec_obj, registry, device=target, source=str(path)).to(target).eval()
+    from .trainer import resolve_device
+    from .weights import from_pretrained
+
+    return from_pretrained(run, host=_host(), device=_caption_device(device, resolve_device))
+
+
+def _caption_device(name: str, resolve):
+    try:
+        return resolve(name)
+    except ClError as exc:
+        raise ClError(f"--device {name}: {str(exc).split(' but ', 1)[-1]}") from None
+    except RuntimeError as exc:  # torch.device("nonsense")
+        raise ClError(f"--device {name}: {exc}") from None
+
+
+def _caption_role(pipeline, role: str | None, modality: str) -> str:
+    """The encoder role that embeds the items: ``role`` when given; else the condition role of the spec's first
+    ``core.caption`` objective when its encoder takes ``modality``; else the role named ``modality``; else the one
+    role whose encoder takes ``modality``. An encoder whose modality is ``"any"`` takes every modality."""
+    def takes(r: str) -> bool:
+        return getattr(pipeline.encoder(r), "modality", "any") in (modality, "any")
+
+    described = ", ".join(f"{r} ({getattr(pipeline.encoder(r), 'modality', 'any')})" for r in pipeline.roles)
+    if role is not None:
+        if role not in pipeline.encoders:
+            raise ClError(f"--role {role}: the run has no encoder role {role!r}; its roles: {described or 'none'}")
+        if not takes(role):
+            raise ClError(f"--role {role}: its encoder takes {pipeline.encoder(role).modality} items, and cl caption "
+                          f"reads {modality} files; the run's roles: {described}")
+        return role
+    conditions: list[str] = [str(ref.params.condition) for ref in pipeline.spec.objective if ref.type == "core.caption"]
+    candidates = [r for r in conditions[:1] if r in pipeline.encoders and takes(r)]
+    candidates += [modality] if modality in pipeline.encoders and takes(modality) else []
+    if not candidates:
+        typed = [r for r in pipeline.roles if getattr(pipeline.encoder(r), "modality", "any") == modality]
+        candidates = typed if len(typed) == 1 else []
+    if not candidates:
+        raise ClError(f"which role embeds the {modality} files? give --role ROLE; the run's roles (modality): "
+                      f"{described or 'none'}")
+    return candidates[0]
+
+
 @main.group()
 def spec() -> None:
     """Validate and show spec files."""

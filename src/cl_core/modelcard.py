@@ -142,7 +142,8 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
         "```python",
         "from cl_core.weights import from_pretrained",
         f'pipeline = from_pretrained("{source}")  # a folder, "org/name" or "org/name@revision"',
-        f"embeddings = pipeline.embed(\"{next(iter(spec.encoders))}\", items)",
+        f"embeddings = pipeline.embed(\"{next(iter(spec.encoders))}\", items)" if spec.encoders else
+        "texts = pipeline.decoder.decode(embeddings)  # [B, N] -> B strings",
         "```",
         "",
         "or from the shell: `cl pull " + (source if source != LOCAL_SOURCE else "org/name") + " DIR`.",
@@ -161,13 +162,16 @@ def render(spec: PipelineSpec, *, results: Mapping[str, float], training: Mappin
 
 
 def usage_notes(pipeline: Any, source: str = LOCAL_SOURCE) -> list[str]:
-    """Every encoder's :meth:`~cl_core.components.Encoder.usage_notes`, in role order; an encoder that serves
-    several roles (``core.shared``) speaks once, for its first role."""
+    """Every encoder's :meth:`~cl_core.components.Encoder.usage_notes`, in role order (an encoder that serves
+    several roles, ``core.shared``, speaks once, for its first role), then the decoder's when it has the method."""
     notes, seen = [], set()
     for role, encoder in pipeline.encoders.items():
         if id(encoder) not in seen:
             seen.add(id(encoder))
             notes += encoder.usage_notes(role, source)
+    decoder_notes = getattr(pipeline.decoder, "usage_notes", None)  # optional, as an encoder's
+    if callable(decoder_notes):
+        notes += decoder_notes("decoder", source)
     return notes
 
 

@@ -45,8 +45,9 @@ def loss_curve(metrics_path: Path, out: Path) -> Path | None:
 
 @torch.no_grad()
 def similarity_matrix(pipeline: Pipeline, out: Path, n: int = 12) -> Path | None:
-    """Scores of the first ``n`` pairs of the first evaluation split (or train): the diagonal is positives."""
-    if pipeline.dataset is None:
+    """Scores of the first ``n`` pairs of the first evaluation split (or train): the diagonal is positives. None
+    when there is nothing to score (no data, or no encoders: a pipeline that trains only a decoder)."""
+    if pipeline.dataset is None or not pipeline.encoders:
         return None
     splits = pipeline.dataset.splits()
     name = next((s for s in splits if s != "train"), "train")

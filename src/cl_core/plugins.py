@@ -32,6 +32,8 @@ FIRST_PARTY = {
     "datasets": "cl-datasets",
     "word2vec": "cl-word2vec",
     "bert-nsp": "cl-bert-nsp",
+    "lm": "cl-lm",
+    "captions": "cl-captions",
     "imagebind": "cl-imagebind",
     "coca": "cl-coca",
     "decap": "cl-decap",

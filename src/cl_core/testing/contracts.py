@@ -583,7 +583,9 @@ class ObjectiveContract(ComponentContract):
     def test_declares_its_roles(self, component) -> None:
         import re
 
-        assert component.roles and all(isinstance(r, str) and r for r in component.roles)
+        # an objective reads encoder roles, or only raw items it prepares itself (a language model's texts)
+        assert component.roles or component.input_roles
+        assert all(isinstance(r, str) and r for r in (*component.roles, *component.input_roles))
         assert set(component.token_roles) <= set(component.roles)
         assert set(component.second_view_roles) <= set(component.roles)
         assert component.weight >= 0

@@ -1,0 +1,263 @@
+"""``cl caption RUN ITEM...``: captions for image files and folders with a run's decoder, on a toy run trained here
+(colour squares, a tiny pixel encoder and the trainable ``toy.char-decoder``), and the errors a user can cause, each
+a clean message without a traceback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from attrs import frozen
+from click.testing import CliRunner
+
+from cl_core import cli
+from cl_core.hookspecs import hookimpl
+from cl_core.registry import ComponentInfo
+
+PIL = pytest.importorskip("PIL.Image")
+
+COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "black": (0, 0, 0)}
+
+
+@frozen(kw_only=True)
+class SquaresParams:
+    """``shapes.squares``: 8 px colour squares (with noise) captioned "<colour> square"."""
+
+    size: int = 64
+
+
+@frozen(kw_only=True)
+class PixelsParams:
+    """``shapes.pixels``: an image encoder: the mean colour of a 4 x 4 thumbnail, then a linear map."""
+
+    embed_dim: int = 8
+
+
+def _square(colour: str, rng: np.random.Generator):
+    pixels = np.clip(np.array(COLOURS[colour]) + rng.normal(0, 8, (8, 8, 3)), 0, 255).astype(np.uint8)
+    return PIL.fromarray(pixels)
+
+
+def build_squares(params: SquaresParams, ctx: Any):
+    from cl_core.components import Dataset, DataSource
+
+    names = sorted(COLOURS)
+    rng = np.random.default_rng(0)
+
+    class Source(DataSource):
+        fields = ("image", "text")
+
+        def __init__(self, n: int) -> None:
+            self.labels = np.arange(n, dtype=np.int64) % len(names)
+            self.class_names = [f"{c} square" for c in names]
+            self.images = [_square(names[label], rng) for label in self.labels]
+
+        def __len__(self) -> int:
+            return len(self.labels)
+
+        def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
+            return {"image": [self.images[i] for i in indices],
+                    "text": [self.class_names[self.labels[i]] for i in indices]}
+
+    class Squares(Dataset):
+        def __init__(self) -> None:
+            self._splits = {"train": Source(params.size), "heldout": Source(8)}
+
+        def splits(self) -> Mapping[str, DataSource]:
+            return self._splits
+
+    return Squares()
+
+
+def build_pixels(params: PixelsParams, ctx: Any):
+    import torch
+
+    from cl_core.components import Encoder
+
+    class Pixels(Encoder):
+        modality = "image"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(3, params.embed_dim)
+
+        @property
+        def embed_dim(self) -> int:
+            return params.embed_dim
+
+        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+            rows = [np.asarray(i.convert("RGB").resize((4, 4)), dtype=np.float32).reshape(-1, 3).mean(0) / 255
+                    for i in items]
+            return {"x": torch.as_tensor(np.stack(rows) if rows else np.zeros((0, 3), np.float32))}
+
+        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return self.proj(inputs["x"])
+
+    return Pixels()
+
+
+class Shapes:
+    """The in-test plugin (``shapes``)."""
+
+    @staticmethod
+    @hookimpl
+    def cl_datasets():
+        yield ComponentInfo(name="shapes.squares", params=SquaresParams, factory=build_squares,
+                            summary="Colour squares captioned by colour.")
+
+    @staticmethod
+    @hookimpl
+    def cl_encoders():
+        yield ComponentInfo(name="shapes.pixels", params=PixelsParams, factory=build_pixels,
+                            summary="Mean colour, then a linear map.")
+
+
+SPEC = """
+format = 1
+[run]
+seed = 0
+device = "cpu"
+output_dir = "{out}"
+name = "{name}"
+[data]
+type = "shapes.squares"
+[sampler]
+type = "core.in-batch"
+batch_size = 16
+[encoders.image]
+type = "shapes.pixels"
+[decoder]
+type = "toy.char-decoder"
+embed_dim = 8
+[[objective]]
+type = "core.caption"
+condition = "image"
+[trainer]
+epochs = 24
+lr = 0.02
+progress = false
+plots = false
+"""
+
+
+@pytest.fixture(scope="module")
+def host():
+    from cl_core.plugins import PluginHost
+    from cl_core.testing import toy
+
+    host = PluginHost(autoload=False)
+    host.register(toy, name="toy")
+    host.register(Shapes, name="shapes")
+    return host
+
+
+@pytest.fixture(scope="module")
+def run(host, tmp_path_factory) -> Path:
+    """A captioner of colour squares, trained in-process (96 steps, a few seconds)."""
+    from cl_core.runs import train
+
+    folder = tmp_path_factory.mktemp("caption")
+    spec = folder / "squares.toml"
+    spec.write_text(SPEC.format(out=folder / "runs", name="squares"))
+    train(spec, host=host, log=lambda m: None)
+    return folder / "runs" / "squares"
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """A folder of four PNG squares, one per colour, a JPEG red square and a text file (ignored in a folder)."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for colour in COLOURS:
+        _square(colour, rng).save(folder / f"{colour}.png")
+    _square("red", rng).save(folder / "z-red.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def invoke(host, monkeypatch, *args) -> Any:
+    monkeypatch.setattr(cli, "_host", lambda: host)
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def test_captions_for_files_and_folders(run, images, host, monkeypatch):
+    from cl_core.weights import from_pretrained
+
+    result = invoke(host, monkeypatch, "caption", run, images / "red.png", images / "blue.png")
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\t") for line in result.output.splitlines()]
+    assert [Path(p).name for p, _ in lines] == ["red.png", "blue.png"]
+    assert [c for _, c in lines] == ["red square", "blue square"]  # the decoder learnt the colours
+    pipeline = from_pretrained(run, host=host)
+    expected = pipeline.caption("image", [PIL.open(images / n).convert("RGB") for n in ("red.png", "blue.png")])
+    assert [c for _, c in lines] == expected  # the same captions as from Python
+
+    result = invoke(host, monkeypatch, "caption", run, images, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [Path(r["item"]).name for r in rows] == ["black.png", "blue.png", "green.png", "red.png", "z-red.jpg"]
+    assert [r["caption"] for r in rows] == ["black square", "blue square", "green square", "red square", "red square"]
+
+    result = invoke(host, monkeypatch, "caption", run, images / "green.png", "--max-length", "3", "--role", "image")
+    assert result.exit_code == 0, result.output
+    assert result.output.split("\t")[1].strip() == "gre"  # the char decoder's units are characters
+
+
+def test_user_errors_are_clean_messages(run, images, host, monkeypatch, tmp_path):
+    def fails(*args: Any) -> str:
+        result = invoke(host, monkeypatch, "caption", *args)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output and result.output.startswith("error: "), result.output
+        return result.output
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    out = fails(run, images / "notes.txt", tmp_path / "missing.png", empty, broken, images / "red.png")
+    assert "4 item(s) cannot be captioned" in out
+    assert "notes.txt: not an image" in out and "missing.png: no such file or folder" in out
+    assert "a folder with no image files" in out and "broken.png: " in out
+
+    assert "no encoder role 'text'; its roles: image (image)" in fails(run, images, "--role", "text")
+    assert "is neither a local folder nor a Hub repository id" in fails(tmp_path / "nowhere", images)
+    assert "has no model.safetensors" in fails(empty, images)
+
+
+def test_a_run_without_a_decoder_and_roles_of_other_modalities(host, images, monkeypatch, tmp_path):
+    from cl_core.build import build_pipeline
+    from cl_core.spec import loads_spec
+    from cl_core.weights import save_pretrained
+
+    registry = host.registry()
+    plain = loads_spec('[data]\ntype = "toy.pairs"\n[encoders.a]\ntype = "toy.linear"\n[encoders.b]\ntype = "toy.linear"\n'
+                       '[scorer]\ntype = "core.cosine"\n[loss]\ntype = "core.clip"', registry)
+    save_pretrained(build_pipeline(plain, registry), tmp_path / "plain")
+    result = invoke(host, monkeypatch, "caption", tmp_path / "plain", images / "red.png")
+    assert result.exit_code == 1 and "has no [decoder]: it cannot caption" in result.output, result.output
+
+    vectors = loads_spec('[data]\ntype = "toy.pairs"\n[encoders.a]\ntype = "toy.linear"\n[decoder]\n'
+                         'type = "toy.class-names"', registry)
+    save_pretrained(build_pipeline(vectors, registry), tmp_path / "vectors")
+    result = invoke(host, monkeypatch, "caption", tmp_path / "vectors", images / "red.png")
+    assert result.exit_code == 1 and "give --role ROLE; the run's roles (modality): a (vector)" in result.output
+    result = invoke(host, monkeypatch, "caption", tmp_path / "vectors", images / "red.png", "--role", "a")
+    assert result.exit_code == 1 and "its encoder takes vector items" in result.output, result.output
+
+
+def test_a_spec_that_trains_is_refused(host, images, monkeypatch, tmp_path):
+    spec = tmp_path / "squares.toml"
+    spec.write_text(SPEC.format(out=tmp_path / "runs", name="x"))
+    result = invoke(host, monkeypatch, "caption", spec, images / "red.png")
+    assert result.exit_code == 1 and "this spec trains: `cl train` it, then `cl caption`" in result.output
+
+
+def test_help_lists_the_options(host, monkeypatch):
+    result = invoke(host, monkeypatch, "caption", "--help")
+    assert result.exit_code == 0
+    assert all(option in result.output for option in ("--role", "--max-length", "--batch-size", "--device", "--json"))
