@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from cl_clip import params as P
-from cl_clip.minilm import MiniLM, mean_pool
+from cl_clip.minilm import MiniLM
+from cl_core.hf import mean_pool
 
 
 def test_mean_pool_ignores_padding():
