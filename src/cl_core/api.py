@@ -35,6 +35,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .registry import ComponentInfo
+from .spec import dump_spec, load_spec, loads_spec, parse_overrides
 from .spec.model import ComponentRef, DecoderRef, EncoderRef, LossRef, ObjectiveRef, PipelineSpec, ScorerRef
 from .spec.validators import could_be_hub_id, existing_path, existing_paths, folder_or_hub_id
 
@@ -66,12 +67,14 @@ __all__ = sorted([
     "DecoderRef", "EncoderRef", "EvaluationWarning", "HubError", "LossRef", "ObjectiveRef", "PipelineSpec",
     "PluginError", "PluginLoadError", "PluginLoadWarning", "Problem", "ScorerRef", "SpecError",
     "TrainingDivergedError", "WeightsError", "cache_dir", "could_be_hub_id", "did_you_mean", "existing_path",
-    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", "hf", *_LAZY,
+    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", "hf", "toy", "dump_spec", "load_spec",
+    "loads_spec", "parse_overrides", *_LAZY,
 ])
 
 
-#: submodules offered whole: ``from cl_core.api import hf`` (the Hugging Face adapter; needs ``cl-core[hf]``).
-_MODULES = {"hf": "cl_core.hf"}
+#: submodules offered whole: ``from cl_core.api import hf`` (the Hugging Face adapter; needs ``cl-core[hf]``) and
+#: ``toy`` (the in-process toy plugin of :mod:`cl_core.testing`, for examples and tests).
+_MODULES = {"hf": "cl_core.hf", "toy": "cl_core.testing.toy"}
 
 
 def __getattr__(name: str) -> Any:
@@ -113,6 +116,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         warn_evaluation,
     )
     from . import hf
+    from .testing import toy
     from ._builtin.nce import NoiseTargets
     from .checkpoint import atomic_write, atomic_write_text, default_mode
     from .components import PipelineView

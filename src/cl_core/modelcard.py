@@ -169,9 +169,9 @@ def usage_notes(pipeline: Any, source: str = LOCAL_SOURCE) -> list[str]:
         if id(encoder) not in seen:
             seen.add(id(encoder))
             notes += encoder.usage_notes(role, source)
-    decoder_notes = getattr(pipeline.decoder, "usage_notes", None)  # optional, as an encoder's
-    if callable(decoder_notes):
-        notes += decoder_notes("decoder", source)
+    decoder = getattr(pipeline, "decoder", None)  # a PipelineView-like object without one has none
+    if decoder is not None:
+        notes += decoder.usage_notes("decoder", source)
     return notes
 
 

@@ -108,10 +108,10 @@ def test_export_command_line(finished, tmp_path, capsys):
 
 
 def test_load_takes_a_hub_repository_id(finished, monkeypatch):
-    import cl_core.weights
+    import cl_core.api
 
     asked = []
-    monkeypatch.setattr(cl_core.weights, "resolve_source", lambda ref: asked.append(ref) or finished.run_dir)
+    monkeypatch.setattr(cl_core.api, "resolve_source", lambda ref: asked.append(ref) or finished.run_dir)
     assert cl_word2vec.load("org/w2v@v1").words == cl_word2vec.load(finished.run_dir).words
     assert asked == ["org/w2v@v1"]  # the local folder was not sent to the Hub
 

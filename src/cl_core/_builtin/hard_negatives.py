@@ -144,7 +144,7 @@ class HardNegativesSampler(Sampler):
 def candidate_role(spec) -> str:
     """The pipeline's candidate role: that of the first contrastive objective naming its roles, else the second
     encoder of the spec (the first when there is one)."""
-    for ref in spec.objective if spec is not None else ():
+    for ref in getattr(spec, "objective", ()):  # a spec without [[objective]] tables (or none at all)
         if ref.type == "core.contrastive" and ref.params.roles is not None:
             return ref.params.roles[1]
     roles = list(spec.encoders) if spec is not None else []

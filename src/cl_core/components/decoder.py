@@ -64,6 +64,11 @@ class Decoder(nn.Module, abc.ABC):
             raise ValueError(f"{type(self).__qualname__} returned {len(out)} strings for {rows} embeddings")
         return out
 
+    def usage_notes(self, role: str, source: str) -> list[str]:
+        """Markdown lines the model card adds under "How to load" for this decoder of a model saved at ``source``
+        (as :meth:`cl_core.components.Encoder.usage_notes`). Default: none."""
+        return []
+
     def prepare(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Caption strings -> target tensors with batch dim first (CPU, data path; no global RNG).
 
