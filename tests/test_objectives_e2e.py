@@ -321,3 +321,35 @@ def test_objective_mistakes_are_located_before_anything_is_written(tmp_path, toy
             train(spec, host=toy_host, log=lambda m: None)
         assert expected in str(info.value), (case, str(info.value))
         assert not (tmp_path / "runs").exists(), case
+
+
+class Killed(Exception):
+    """Stands for SIGKILL: the process stops right after an optimizer step."""
+
+
+@pytest.mark.parametrize("kill_at", [3, 8])
+def test_a_killed_contrastive_and_caption_run_resumes_to_bit_identical_weights(tmp_path, toy_host, kill_at):
+    """Two objectives, a trainable decoder that cross-attends to token states: the resumed run's weights,
+    decoder included, equal an uninterrupted run's exactly (4 steps per epoch: kills mid-epoch and after it)."""
+    from safetensors.torch import load_file
+
+    from cl_core.runs import train
+
+    text = COCA.replace("epochs = 30", "epochs = 3\ncheckpoint_every = 2").replace("size = 256", "size = 128")
+    full, killed = tmp_path / "full.toml", tmp_path / "killed.toml"
+    full.write_text(text.format(out=tmp_path / "runs").replace('name = "coca"', 'name = "full"'))
+    killed.write_text(text.format(out=tmp_path / "runs").replace('name = "coca"', 'name = "killed"'))
+    reference = train(full, host=toy_host, log=lambda m: None)
+
+    def kill(trainer, step):
+        if step == kill_at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(killed, host=toy_host, callbacks=[kill], log=lambda m: None)
+    resumed = train(resume=tmp_path / "runs" / "killed", host=toy_host, log=lambda m: None)
+    assert resumed.steps == reference.steps == 12
+    want, got = load_file(str(reference.run_dir / "model.safetensors")), load_file(str(resumed.run_dir / "model.safetensors"))
+    assert want.keys() == got.keys() and any(k.startswith("decoder.") for k in want)
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
