@@ -6,7 +6,6 @@ also reachable here: ``cl_core.Encoder``, ``cl_core.from_pretrained``).
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 try:
@@ -19,6 +18,7 @@ except Exception:  # pragma: no cover - running from a source tree without an in
 
 def __getattr__(name: str) -> Any:
     import importlib
+    import importlib.util
 
     # Submodules not imported yet (and dunder probes) are not API names: importing the API to look them up would
     # recurse while the import machinery asks this package whether it has them.

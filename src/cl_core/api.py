@@ -37,7 +37,7 @@ from .hookspecs import hookimpl
 from .registry import ComponentInfo
 from .spec import dump_spec, load_spec, loads_spec, parse_overrides
 from .spec.model import ComponentRef, DecoderRef, EncoderRef, LossRef, ObjectiveRef, PipelineSpec, ScorerRef
-from .spec.validators import could_be_hub_id, existing_path, existing_paths, folder_or_hub_id
+from .spec.validators import could_be_hub_id, existing_path, existing_paths, folder_or_hub_id, subset_of, templates
 
 #: name -> module of the names imported on first use (they import torch, pytest or transformers).
 _LAZY = {
@@ -67,7 +67,7 @@ __all__ = sorted([
     "DecoderRef", "EncoderRef", "EvaluationWarning", "HubError", "LossRef", "ObjectiveRef", "PipelineSpec",
     "PluginError", "PluginLoadError", "PluginLoadWarning", "Problem", "ScorerRef", "SpecError",
     "TrainingDivergedError", "WeightsError", "cache_dir", "could_be_hub_id", "did_you_mean", "existing_path",
-    "existing_paths", "folder_or_hub_id", "hookimpl", "indented_list", "hf", "toy", "dump_spec", "load_spec",
+    "existing_paths", "folder_or_hub_id", "subset_of", "templates", "hookimpl", "indented_list", "hf", "toy", "dump_spec", "load_spec",
     "loads_spec", "parse_overrides", *_LAZY,
 ])
 

@@ -442,6 +442,7 @@ def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrid
             one without ``[data]`` to evaluate on. SpecError, BuildError, DataError, WeightsError: as when the
             run was trained.
     """
+    from .components.evaluator import run_evaluators
     from .weights import load_weights
 
     host = host or default_host()
@@ -462,24 +463,4 @@ def evaluate_run(run_dir: str | Path, *, host: PluginHost | None = None, overrid
         load_weights(pipeline, run_dir / WEIGHTS_NAME)
     results = run_evaluators(pipeline, resolve_device(spec.run.device))
     log("results:\n" + format_results(results))
-    return results
-
-
-def run_evaluators(pipeline: Pipeline, device: torch.device, plots_dir: Path | None = None) -> dict[str, float]:
-    """Every evaluator of ``pipeline`` on its dataset, in eval mode on ``device``; their metrics merged.
-
-    Raises:
-        SpecError: evaluators but no ``[data]`` to evaluate on.
-    """
-    from .components import EvalContext
-
-    if pipeline.evaluators and pipeline.dataset is None:
-        raise SpecError("spec", [Problem("data", "required to evaluate: the [[evaluate]] tables measure on its "
-                                                 "splits")])
-    pipeline.to(device).eval()
-    results: dict[str, float] = {}
-    ctx = EvalContext(device=device, plots_dir=plots_dir)
-    for evaluator in pipeline.evaluators:
-        assert pipeline.dataset is not None
-        results.update(evaluator.evaluate(pipeline, pipeline.dataset, ctx))
     return results

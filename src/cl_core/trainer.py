@@ -156,7 +156,6 @@ def check_roles(pipeline: Pipeline, source: DataSource) -> None:
 def check_trainable(pipeline: Pipeline, source: str = "spec") -> None:
     """Raise a located :class:`~cl_core.errors.SpecError` (of the spec file ``source``) when the pipeline cannot
     train: nothing to train (no objective), or no ``[data]`` / ``[sampler]`` to train on."""
-    spec = pipeline.spec
     problems = []
     if not pipeline.objectives:
         problems.append(Problem("loss", "nothing to train: the spec has no [loss] and no [[objective]]",

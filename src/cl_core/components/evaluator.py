@@ -35,6 +35,26 @@ class Evaluator(abc.ABC):
     def evaluate(self, pipeline: PipelineView, dataset: Dataset, ctx: EvalContext) -> dict[str, float]: ...
 
 
+def run_evaluators(pipeline: PipelineView, device: torch.device, plots_dir: Path | None = None) -> dict[str, float]:
+    """Every evaluator of ``pipeline`` on its dataset, in eval mode on ``device``; their metrics merged.
+
+    Raises:
+        SpecError: evaluators but no ``[data]`` to evaluate on.
+    """
+    from ..errors import Problem, SpecError
+
+    if pipeline.evaluators and pipeline.dataset is None:
+        raise SpecError("spec", [Problem("data", "required to evaluate: the [[evaluate]] tables measure on its "
+                                                 "splits")])
+    pipeline.to(device).eval()
+    results: dict[str, float] = {}
+    ctx = EvalContext(device=device, plots_dir=plots_dir)
+    for evaluator in pipeline.evaluators:
+        assert pipeline.dataset is not None
+        results.update(evaluator.evaluate(pipeline, pipeline.dataset, ctx))
+    return results
+
+
 def warn_evaluation(message: str) -> None:
     """Tell the user an evaluation was skipped or reduced, as an :class:`~cl_core.errors.EvaluationWarning`:
     the CLI prints it as one ``warning: ...`` line, and Python's default filter shows each message once (an

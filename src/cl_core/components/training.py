@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from attrs import field, frozen
 
-from .evaluator import EvalContext
+from .evaluator import run_evaluators
 
 if TYPE_CHECKING:
     from .view import PipelineView
@@ -115,14 +115,9 @@ class TrainingLoop(abc.ABC):
 
     def evaluate(self, plots_dir: Path | None = None) -> dict[str, float]:
         """Run every evaluator of the pipeline; results are logged to metrics.jsonl and returned."""
-        results: dict[str, float] = {}
         if not self.pipeline.evaluators:
-            return results
-        self.pipeline.eval()
-        ctx = EvalContext(device=self.device, plots_dir=plots_dir if self.rank == 0 else None)
-        assert self.pipeline.dataset is not None  # a training pipeline has one
-        for evaluator in self.pipeline.evaluators:
-            results.update(evaluator.evaluate(self.pipeline, self.pipeline.dataset, ctx))
+            return {}
+        results = run_evaluators(self.pipeline, self.device, plots_dir if self.rank == 0 else None)
         self.eval_results = results
         self.write_metrics({"step": self.step, "epoch": self.epoch, "eval": results})
         return results

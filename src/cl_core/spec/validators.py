@@ -96,3 +96,35 @@ def absolute_paths(params: Any) -> Any:
         if absolute is not None and f.init:
             changes[f.name] = absolute(getattr(params, f.name))
     return attrs.evolve(params, **changes) if changes else params
+
+
+def subset_of(allowed: tuple[str, ...], *, empty: bool = False):
+    """Validator: a tuple of distinct strings, each one of ``allowed``; non-empty unless ``empty``."""
+
+    def check(_: Any, __: Any, value: tuple[str, ...]) -> None:
+        if not isinstance(value, tuple) or (not value and not empty):
+            raise ValueError(f"must be a non-empty list of {', '.join(map(repr, allowed))}")
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ValueError(f"unknown value(s) {', '.join(map(repr, bad))}; allowed: {', '.join(map(repr, allowed))}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"values must be distinct, got {list(value)!r}")
+
+    return check
+
+
+def templates(*, distinct: bool = True):
+    """Validator: a non-empty tuple of text templates, each with exactly one ``{}`` and no other braces (distinct
+    ones unless ``distinct`` is False), e.g. ``["{}", "an emoji of {}"]``."""
+
+    def check(_: Any, __: Any, value: tuple[str, ...]) -> None:
+        if not value:
+            raise ValueError("needs at least one template, e.g. [\"{}\"]")
+        bad = [t for t in value
+               if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
+        if bad:
+            raise ValueError(f"each template needs exactly one '{{}}' and no other braces, got {bad!r}")
+        if distinct and len(set(value)) != len(value):
+            raise ValueError(f"templates must be distinct, got {list(value)!r}")
+
+    return check

@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 
 from attrs import field, frozen, validators
 
-from cl_core.api import existing_path, existing_paths
+from cl_core.api import existing_path, existing_paths, subset_of, templates
 
 EMOJI_STYLES = ("openmoji", "noto")
 #: One caption kind: the type of the ``captions`` and ``descriptions`` entries.
@@ -17,32 +17,6 @@ EMOJI_CAPTIONS: tuple[str, ...] = get_args(EmojiCaption)
 def _unit_interval(_: Any, attribute: Any, value: float) -> None:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"must be in [0, 1), got {value!r}")
-
-
-def _templates(_: Any, __: Any, value: tuple[str, ...]) -> None:
-    """Validator: a non-empty tuple of distinct templates, each with exactly one ``{}``."""
-    if not value:
-        raise ValueError("needs at least one template, e.g. [\"{}\"]")
-    bad = [t for t in value if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
-    if bad:
-        raise ValueError(f"each template needs exactly one '{{}}' and no other braces, got {bad!r}")
-    if len(set(value)) != len(value):
-        raise ValueError(f"templates must be distinct, got {list(value)!r}")
-
-
-def _choices(allowed: tuple[str, ...]):
-    """Validator: a non-empty tuple of distinct strings, each one of ``allowed``."""
-
-    def check(_: Any, __: Any, value: tuple[str, ...]) -> None:
-        if not isinstance(value, tuple) or not value:
-            raise ValueError(f"must be a non-empty list of {', '.join(map(repr, allowed))}")
-        bad = [v for v in value if v not in allowed]
-        if bad:
-            raise ValueError(f"unknown value(s) {', '.join(map(repr, bad))}; allowed: {', '.join(map(repr, allowed))}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"values must be distinct, got {list(value)!r}")
-
-    return check
 
 
 @frozen(kw_only=True)
@@ -83,13 +57,13 @@ class EmojiParams:
             ``package/img/google/64``); None fetches it with npm into the user cache (74 MB download).
     """
 
-    styles: tuple[Literal["openmoji", "noto"], ...] = field(default=EMOJI_STYLES, validator=_choices(EMOJI_STYLES))
+    styles: tuple[Literal["openmoji", "noto"], ...] = field(default=EMOJI_STYLES, validator=subset_of(EMOJI_STYLES))
     holdout: float = field(default=0.2, validator=_unit_interval)
     split_seed: int = 0
     image_size: int = field(default=64, validator=validators.ge(8))
-    captions: tuple[EmojiCaption, ...] = field(default=("annotation",), validator=_choices(EMOJI_CAPTIONS))
-    templates: tuple[str, ...] = field(default=("{}",), validator=_templates)
-    descriptions: tuple[EmojiCaption, ...] = field(default=("annotation_subgroup",), validator=_choices(EMOJI_CAPTIONS))
+    captions: tuple[EmojiCaption, ...] = field(default=("annotation",), validator=subset_of(EMOJI_CAPTIONS))
+    templates: tuple[str, ...] = field(default=("{}",), validator=templates())
+    descriptions: tuple[EmojiCaption, ...] = field(default=("annotation_subgroup",), validator=subset_of(EMOJI_CAPTIONS))
     max_concepts: int | None = field(default=None, validator=validators.optional(validators.ge(2)))
     skip_bad: bool = False
     openmoji_json: str | None = field(default=None, validator=existing_path("file"))
@@ -151,7 +125,7 @@ class TextCorpusParams:
     """
 
     sources: tuple[Literal["gcide", "wordnet", "wiki-leads", "lee"], ...] = field(
-        default=(), validator=lambda i, a, v: _choices(TEXT_SOURCES)(i, a, v) if v else None)
+        default=(), validator=subset_of(TEXT_SOURCES, empty=True))
     paths: tuple[str, ...] = field(default=(), validator=existing_paths("any"))
     gcide_path: str | None = field(default=None, validator=existing_path("file"))
     wordnet_dir: str | None = field(default=None, validator=existing_path("dir"))
@@ -225,7 +199,7 @@ class TextPairsParams:
     """
 
     sources: tuple[Literal["wiki-title-lead", "wiki-description-lead", "wiki-next-sentence"], ...] = field(
-        default=("wiki-title-lead",), validator=_choices(PAIR_SOURCES))
+        default=("wiki-title-lead",), validator=subset_of(PAIR_SOURCES))
     holdout: float = field(default=0.1, validator=_unit_interval)
     split_seed: int = 0
     max_documents: int | None = field(default=None, validator=validators.optional(validators.ge(2)))

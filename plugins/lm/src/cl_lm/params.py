@@ -6,7 +6,7 @@ from typing import Any, Literal, get_args
 
 from attrs import field, frozen, validators
 
-from cl_core.api import existing_path, existing_paths, folder_or_hub_id
+from cl_core.api import existing_path, existing_paths, folder_or_hub_id, subset_of, templates
 
 #: What ``tokenizer`` may name besides a folder.
 TOKENIZERS = ("bpe", "bytes", "minilm")
@@ -29,30 +29,9 @@ def _top_p(_: Any, __: Any, value: float) -> None:
         raise ValueError(f"must be in (0, 1], got {value!r}")
 
 
-def _templates(_: Any, __: Any, value: tuple[str, ...]) -> None:
-    if not value:
-        raise ValueError("needs at least one template, e.g. [\"{}\"]")
-    bad = [t for t in value if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
-    if bad:
-        raise ValueError(f"each template needs exactly one '{{}}' and no other braces, got {bad!r}")
-
-
 def _stop(_: Any, __: Any, value: tuple[str, ...]) -> None:
     if any(not isinstance(s, str) or s == "" for s in value):
         raise ValueError(f"stop strings must be non-empty strings, got {list(value)!r}")
-
-
-def _choices(allowed: tuple[str, ...], *, empty: bool = False):
-    def check(_: Any, __: Any, value: tuple[str, ...]) -> None:
-        if not value and not empty:
-            raise ValueError(f"must be a non-empty list of {', '.join(map(repr, allowed))}")
-        bad = [v for v in value if v not in allowed]
-        if bad:
-            raise ValueError(f"unknown value(s) {', '.join(map(repr, bad))}; allowed: {', '.join(map(repr, allowed))}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"values must be distinct, got {list(value)!r}")
-
-    return check
 
 
 @frozen(kw_only=True)
@@ -205,16 +184,16 @@ class TextParams:
     """
 
     sources: tuple[Literal["gcide", "wordnet", "wiki-leads", "lee"], ...] = field(
-        default=("gcide", "wordnet", "wiki-leads"), validator=_choices(TEXT_SOURCES, empty=True))
+        default=("gcide", "wordnet", "wiki-leads"), validator=subset_of(TEXT_SOURCES, empty=True))
     paths: tuple[str, ...] = field(default=(), validator=existing_paths("any"))
     max_documents: int | None = field(default=None, validator=validators.optional(validators.ge(1)))
     emoji: bool = False
     emoji_captions: tuple[str, ...] = field(default=("annotation", "annotation_subgroup", "annotation_tags"),
-                                            validator=_choices(EMOJI_CAPTIONS))
+                                            validator=subset_of(EMOJI_CAPTIONS))
     emoji_repeat: int = field(default=1, validator=validators.ge(1))
-    emoji_templates: tuple[str, ...] = field(default=("{}",), validator=_templates)
+    emoji_templates: tuple[str, ...] = field(default=("{}",), validator=templates(distinct=False))
     emoji_styles: tuple[Literal["openmoji", "noto"], ...] = field(default=("openmoji", "noto"),
-                                                                  validator=_choices(("openmoji", "noto")))
+                                                                  validator=subset_of(("openmoji", "noto")))
     emoji_holdout: float = field(default=0.2, validator=_unit_interval)
     emoji_split_seed: int = 0
     emoji_openmoji_json: str | None = field(default=None, validator=existing_path("file"))
