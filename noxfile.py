@@ -17,6 +17,7 @@ Torch is pinned to the CPU build that this project tests with; set TORCH_SPEC to
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -43,13 +44,34 @@ def core(session: nox.Session) -> None:
     _pytest(session, "tests")
 
 
+def _first_party_closure(name: str) -> list[str]:
+    """The paths of plugin ``name`` and of every first-party plugin it depends on (transitively): they are not on
+    PyPI, so the isolated session installs them from the tree, and nothing else of the tree."""
+    by_distribution = {m["distribution"]: key for key, m in PLUGINS.items()}
+    order: list[str] = []
+
+    def visit(key: str) -> None:
+        if key in order:
+            return
+        project = tomllib.loads((ROOT / PLUGINS[key]["path"] / "pyproject.toml").read_text())["project"]
+        for requirement in project.get("dependencies", []):
+            dependency = re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0]
+            if dependency in by_distribution:
+                visit(by_distribution[dependency])
+        order.append(key)
+
+    visit(name)
+    return [PLUGINS[key]["path"] for key in order]
+
+
 @nox.session(python="3.11")
 @nox.parametrize("plugin", [nox.param(name, id=name) for name in PLUGINS])
 def plugin(session: nox.Session, plugin: str) -> None:
-    """One plugin in isolation: proves its declared dependencies are enough."""
+    """One plugin in isolation (with the first-party plugins it declares): proves its declared dependencies are
+    enough."""
     meta = PLUGINS[plugin]
     session.install(TORCH)
-    session.install("-e", ".[testing]", "-e", meta["path"])
+    session.install("-e", ".[testing]", *[a for path in _first_party_closure(plugin) for a in ("-e", path)])
     session.run("cl", "plugins", "check", meta["distribution"], env=ENV)
     _pytest(session, f"{meta['path']}/tests")
 

@@ -48,3 +48,45 @@ def test_only_existing_folders_are_saved_absolute(tmp_path, monkeypatch):
     assert absolute_paths(_ModelParams(model="local")).model == str(tmp_path / "local")
     assert absolute_paths(_ModelParams(model="minilm")).model == "minilm"
     assert absolute_paths(_ModelParams(model="org/name")).model == "org/name"
+
+
+def _run(root, name, mtime=None):
+    folder = root / "runs" / name
+    folder.mkdir(parents=True)
+    if mtime is not None:  # finished: the weights exist, written at ``mtime``
+        (folder / "model.safetensors").write_bytes(b"w")
+        os.utime(folder / "model.safetensors", (mtime, mtime))
+    return folder
+
+
+def test_a_glob_names_the_newest_finished_run_and_is_saved_concrete(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _run(tmp_path, "clip-emoji-20261201-100000", mtime=1_000)
+    newest = _run(tmp_path, "clip-emoji-20261202-090000", mtime=3_000)  # the weights written last win
+    _run(tmp_path, "clip-emoji-20261203-080000", mtime=2_000)           # newer name, older weights
+    _run(tmp_path, "clip-emoji-20261204-000000")                         # still training: skipped
+    _run(tmp_path, "lm-english-20261205-000000", mtime=9_000)           # another job: not matched
+    params = _ModelParams(model="runs/clip-emoji-*")
+    assert params.model == "runs/clip-emoji-*"
+    assert absolute_paths(params).model == str(newest)
+
+
+def test_a_glob_without_a_finished_run_is_reported_at_validation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"no finished run matches 'runs/clip-emoji-\*'.*train one first"):
+        _ModelParams(model="runs/clip-emoji-*")
+    _run(tmp_path, "clip-emoji-20261204-000000")
+    with pytest.raises(ValueError, match=r"1 unfinished: no model.safetensors in .*clip-emoji-20261204-000000"):
+        _ModelParams(model="runs/clip-emoji-*")
+
+
+def test_resolve_source_takes_the_newest_finished_run_of_a_glob(tmp_path, monkeypatch):
+    from cl_core.errors import WeightsError
+    from cl_core.weights import resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError, match="no finished run matches"):
+        resolve_source("runs/lm-english-*")
+    _run(tmp_path, "lm-english-a", mtime=5_000)
+    newest = _run(tmp_path, "lm-english-b", mtime=6_000)
+    assert resolve_source("runs/lm-english-*") == newest

@@ -19,8 +19,9 @@ from .errors import HubError, WeightsError
 from .pipeline import Pipeline
 from .plugins import PluginHost, default_host
 from .spec import dump_spec, load_spec
+from .spec.validators import FINISHED_MARKER, is_run_pattern, newest_run
 
-WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_NAME = FINISHED_MARKER
 SPEC_NAME = "spec.toml"
 CARD_NAME = "README.md"
 METRICS_FILE = "metrics.jsonl"
@@ -111,20 +112,27 @@ def names_hub_repository(source: str | Path) -> bool:
 
 def resolve_source(source: str | Path, *, revision: str | None = None, token: str | None = None,
                    endpoint: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """A local folder, or ``org/name`` / ``org/name@revision`` downloaded from the Hub into its cache.
+    """A local folder, the newest finished run matching a glob (``runs/clip-emoji-*``), or ``org/name`` /
+    ``org/name@revision`` downloaded from the Hub into its cache.
 
     A local folder wins over a Hub id of the same spelling. Only ``spec.toml``, ``model.safetensors`` and
     ``README.md`` are downloaded; if the repository has no safetensors weights its file list is read to
     say whether it holds only pickle files.
 
     Raises:
-        WeightsError: neither a folder nor a repository id, or no safetensors weights in the repository.
+        WeightsError: neither a folder nor a repository id, a glob that matches no finished run, or no
+            safetensors weights in the repository.
         HubError: the download failed (offline and not cached, unreachable, unknown repository or revision).
     """
     path = Path(source)
     if path.is_dir():
         return path
     text = str(source)
+    if is_run_pattern(text):
+        try:
+            return Path(newest_run(text))
+        except ValueError as exc:
+            raise WeightsError(str(exc)) from exc
     if not names_hub_repository(text):
         raise WeightsError(f"{text!r} is neither a local folder nor a Hub repository id like 'org/name'")
     ref = hub.RepoRef.parse(text)

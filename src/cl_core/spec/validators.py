@@ -6,6 +6,7 @@ spec with absolute paths (:func:`absolute_paths`) and be evaluated or resumed fr
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from typing import Any, Literal
@@ -63,11 +64,42 @@ def could_be_hub_id(value: str) -> bool:
     return bool(HUB_MODEL_ID.match(value))
 
 
+#: The file that marks a finished run (or a ``save_pretrained`` folder); written last, atomically.
+FINISHED_MARKER = "model.safetensors"
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def is_run_pattern(value: str) -> bool:
+    """Whether ``value`` is a glob (``runs/clip-emoji-*``) standing for the newest finished run it matches."""
+    return bool(_GLOB_CHARS.search(value))
+
+
+def newest_run(pattern: str) -> str:
+    """The newest finished run folder matching the glob ``pattern`` (absolute path).
+
+    A folder is finished when it holds ``model.safetensors`` (runs that crashed or are still training do
+    not); the newest is the one whose weights were written last. This lets a spec say "the CLIP run of this
+    machine" (``source = "runs/clip-emoji-*"``) and record the concrete folder in the run's saved spec.
+
+    Raises:
+        ValueError: nothing finished matches; says which folders matched but are unfinished.
+    """
+    matches = sorted(p for p in glob.glob(_absolute(pattern)) if os.path.isdir(p))
+    finished = [p for p in matches if os.path.isfile(os.path.join(p, FINISHED_MARKER))]
+    if finished:
+        return max(finished, key=lambda p: (os.path.getmtime(os.path.join(p, FINISHED_MARKER)), p))
+    where = os.path.abspath(os.path.dirname(_absolute(pattern)) or ".")
+    unfinished = f" ({len(matches)} unfinished: no {FINISHED_MARKER} in {', '.join(matches[:3])})" if matches else ""
+    raise ValueError(f"no finished run matches {pattern!r} in {where}{unfinished}; train one first")
+
+
 def folder_or_hub_id(*aliases: str):
-    """Validator: a string (or None) that is one of ``aliases`` (e.g. ``"minilm"``), an existing folder, or
-    shaped like a Hub model id (fetched when the component is built). A value that can only be a path
-    (``./x``, ``/x``, ``a/b/c``, ``~/x``) and names no folder is reported when the spec is validated, before
-    anything is built. Existing folders are saved absolute in a run's ``spec.toml``, aliases and ids as given.
+    """Validator: a string (or None) that is one of ``aliases`` (e.g. ``"minilm"``), an existing folder, a glob
+    such as ``runs/clip-emoji-*`` (the newest finished run it matches, see :func:`newest_run`), or shaped like a
+    Hub model id (fetched when the component is built). A value that can only be a path (``./x``, ``/x``,
+    ``a/b/c``, ``~/x``) and names no folder is reported when the spec is validated, before anything is built.
+    Existing folders and globs are saved absolute (the concrete folder) in a run's ``spec.toml``, aliases and
+    ids as given.
     """
 
     def names_folder(value: str | None) -> bool:
@@ -76,13 +108,23 @@ def folder_or_hub_id(*aliases: str):
     def check(_: Any, __: Any, value: str | None) -> None:
         if value is None or value in aliases or names_folder(value):
             return
+        if is_run_pattern(value):
+            newest_run(value)
+            return
         path = _absolute(value)
         if os.path.exists(path):
             raise ValueError(f"expected a folder, found a file: {path}")
         if not could_be_hub_id(value):
             raise ValueError(f"folder does not exist: {path}")
 
-    check.absolute = lambda value: _absolute(value) if names_folder(value) else value  # type: ignore[attr-defined]
+    def absolute(value: str | None) -> str | None:
+        if names_folder(value):
+            return _absolute(value)  # type: ignore[arg-type]
+        if value is not None and value not in aliases and is_run_pattern(value):
+            return newest_run(value)
+        return value
+
+    check.absolute = absolute  # type: ignore[attr-defined]
     return check
 
 

@@ -19,17 +19,20 @@ TEXT_SOURCES = ("gcide", "wordnet", "wiki-leads", "lee")
 EMOJI_CAPTIONS = ("annotation", "tags", "openmoji_tags", "subgroup", "annotation_tags", "annotation_subgroup")
 
 
-def _unit_interval(_: Any, __: Any, value: float) -> None:
+def unit_interval(_: Any, __: Any, value: float) -> None:
+    """Validator: a probability in [0, 1) (dropout, held-out fractions)."""
     if not 0.0 <= value < 1.0:
         raise ValueError(f"must be in [0, 1), got {value!r}")
 
 
-def _top_p(_: Any, __: Any, value: float) -> None:
+def top_p_range(_: Any, __: Any, value: float) -> None:
+    """Validator: a nucleus-sampling mass in (0, 1]."""
     if not 0.0 < value <= 1.0:
         raise ValueError(f"must be in (0, 1], got {value!r}")
 
 
-def _stop(_: Any, __: Any, value: tuple[str, ...]) -> None:
+def stop_strings(_: Any, __: Any, value: tuple[str, ...]) -> None:
+    """Validator: stop strings, each non-empty."""
     if any(not isinstance(s, str) or s == "" for s in value):
         raise ValueError(f"stop strings must be non-empty strings, got {list(value)!r}")
 
@@ -82,16 +85,16 @@ class GPT2Params:
     layers: int = field(default=4, validator=validators.ge(1))
     width: int = field(default=256, validator=validators.ge(8))
     heads: int = field(default=4, validator=validators.ge(1))
-    dropout: float = field(default=0.0, validator=_unit_interval)
+    dropout: float = field(default=0.0, validator=unit_interval)
     trainable_layers: int | None = field(default=None, validator=validators.optional(validators.ge(0)))
     method: Method = field(default="greedy", validator=validators.in_(METHODS))
     beam_size: int = field(default=3, validator=validators.ge(1))
     length_penalty: float = 1.0
     top_k: int = field(default=0, validator=validators.ge(0))
-    top_p: float = field(default=1.0, validator=_top_p)
+    top_p: float = field(default=1.0, validator=top_p_range)
     temperature: float = field(default=1.0, validator=validators.gt(0))
     seed: int = 0
-    stop: tuple[str, ...] = field(default=(), validator=_stop)
+    stop: tuple[str, ...] = field(default=(), validator=stop_strings)
 
     def __attrs_post_init__(self) -> None:
         if self.width % self.heads:
@@ -194,11 +197,11 @@ class TextParams:
     emoji_templates: tuple[str, ...] = field(default=("{}",), validator=templates(distinct=False))
     emoji_styles: tuple[Literal["openmoji", "noto"], ...] = field(default=("openmoji", "noto"),
                                                                   validator=subset_of(("openmoji", "noto")))
-    emoji_holdout: float = field(default=0.2, validator=_unit_interval)
+    emoji_holdout: float = field(default=0.2, validator=unit_interval)
     emoji_split_seed: int = 0
     emoji_openmoji_json: str | None = field(default=None, validator=existing_path("file"))
     emoji_noto_dir: str | None = field(default=None, validator=existing_path("dir"))
-    holdout: float = field(default=0.01, validator=_unit_interval)
+    holdout: float = field(default=0.01, validator=unit_interval)
     max_heldout: int = field(default=2000, validator=validators.ge(1))
     split_seed: int = 0
     gcide_path: str | None = field(default=None, validator=existing_path("file"))
