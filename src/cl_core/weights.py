@@ -5,7 +5,7 @@ loads the weights strictly; it never unpickles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,35 @@ def resize_to_saved(pipeline: Pipeline, saved: Mapping[str, torch.Tensor]) -> No
             continue
         prefix = f"{name}."
         resize({k[len(prefix):]: v for k, v in saved.items() if k.startswith(prefix)})
+
+
+def pack_texts(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texts as two tensors a ``model.safetensors`` can hold (it stores tensors only): the UTF-8 bytes one after
+    another (``uint8 [total bytes]``) and the ``int64 [M + 1]`` offsets of each text (text i is bytes
+    ``offsets[i]:offsets[i + 1]``). Decoders save their caption memories and entity names this way."""
+    encoded = [str(t).encode("utf-8") for t in texts]
+    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
+    if encoded:
+        offsets[1:] = torch.tensor([len(b) for b in encoded], dtype=torch.int64).cumsum(0)
+    blob = b"".join(encoded)
+    data = torch.frombuffer(bytearray(blob), dtype=torch.uint8).clone() if blob else torch.zeros(0, dtype=torch.uint8)
+    return data, offsets
+
+
+def unpack_texts(data: torch.Tensor, offsets: torch.Tensor) -> list[str]:
+    """Inverse of :func:`pack_texts`.
+
+    Raises:
+        ValueError: offsets that do not fit the bytes, or bytes that are not UTF-8 (damaged weights).
+    """
+    blob = data.detach().cpu().numpy().tobytes()
+    ends = offsets.detach().cpu().tolist()
+    if ends and (ends[0] != 0 or ends[-1] != len(blob) or any(b < a for a, b in zip(ends, ends[1:]))):
+        raise ValueError(f"text offsets do not fit the {len(blob)} bytes of text (damaged weights)")
+    try:
+        return [blob[a:b].decode("utf-8") for a, b in zip(ends[:-1], ends[1:])]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the stored texts are not UTF-8 ({exc}; damaged weights)") from None
 
 
 def load_weights(pipeline: Pipeline, path: Path) -> None:

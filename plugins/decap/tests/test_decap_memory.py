@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_decap import memory as mem
-from cl_decap.memory import EntityVocabulary, TextMemory, pack, unpack
+from cl_decap.memory import EntityVocabulary, TextMemory
 
 
 def _memory(m: int = 5, n: int = 3, seed: int = 0) -> tuple[list[str], torch.Tensor]:
@@ -66,17 +66,6 @@ def test_texts_round_trip_through_safetensors_into_an_empty_memory(tmp_path):
     torch.testing.assert_close(empty.embeddings, memory.embeddings)
     v = torch.randn(2, 3)
     torch.testing.assert_close(empty.project(v), memory.project(v))
-
-
-def test_pack_and_unpack():
-    texts = ["", "a", "ünïcödé ✓", "two words"]
-    assert unpack(*pack(texts)) == texts
-    assert unpack(*pack([])) == []
-    text, offsets = pack(["abc"])
-    with pytest.raises(ValueError, match="offsets do not fit"):
-        unpack(text, torch.tensor([0, 9]))
-    with pytest.raises(ValueError, match="not UTF-8"):
-        unpack(torch.tensor([0xFF, 0xFE], dtype=torch.uint8), torch.tensor([0, 2]))
 
 
 def test_bad_memories_are_refused_with_clear_errors():

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cl_core.api import BuildError, DataError, Decoder, EncoderOutput, LossOutput, spec_problem
+from cl_core.api import BuildError, DataError, Decoder, EncoderOutput, LossOutput, pack_texts, spec_problem, unpack_texts
 
 from .mapper import MLPMapper, TransformerMapper
 from .params import CapDecParams, ClipCapParams
@@ -40,23 +40,6 @@ from .space import modality_offset, noise_injection, tower_digest
 
 #: Label of a position that is not a target (PyTorch's ignore index).
 IGNORE = -100
-
-
-def _pack(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """UTF-8 bytes of ``texts`` one after another (uint8) and the ``[M + 1]`` int64 offsets of each."""
-    encoded = [t.encode("utf-8") for t in texts]
-    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
-    if encoded:
-        offsets[1:] = torch.tensor([len(b) for b in encoded], dtype=torch.int64).cumsum(0)
-    data = b"".join(encoded)
-    blob = torch.frombuffer(bytearray(data), dtype=torch.uint8).clone() if data else torch.zeros(0, dtype=torch.uint8)
-    return blob, offsets
-
-
-def _unpack(blob: Tensor, offsets: Tensor) -> list[str]:
-    data = blob.detach().cpu().numpy().tobytes()
-    ends = offsets.detach().cpu().tolist()
-    return [data[a:b].decode("utf-8") for a, b in zip(ends[:-1], ends[1:])]
 
 
 def _text(blob: Tensor) -> str:
@@ -151,7 +134,7 @@ class PrefixCaptioner(Decoder):
     def entity_names(self) -> list[str]:
         """The entity vocabulary (empty without entities)."""
         if self._entity_names is None:
-            self._entity_names = _unpack(self.entity_text, self.entity_offsets)
+            self._entity_names = unpack_texts(self.entity_text, self.entity_offsets)
         return self._entity_names
 
     @property
@@ -206,7 +189,7 @@ class PrefixCaptioner(Decoder):
             raise ValueError(f"{len(names)} entity names need [{len(names)}, {self.in_dim}] embeddings, got "
                              f"{list(embeddings.shape)}")
         self.entity_embeddings = F.normalize(embeddings.detach().float(), dim=-1).contiguous()
-        self.entity_text, self.entity_offsets = _pack(names)
+        self.entity_text, self.entity_offsets = pack_texts(names)
         self._entity_names = list(names)
         self._room = None
 

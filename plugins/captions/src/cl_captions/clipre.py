@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cl_core.api import BuildError, DataError, Decoder, spec_problem
+from cl_core.api import BuildError, DataError, Decoder, pack_texts, spec_problem, unpack_texts
 
 from .params import CLIPReParams
 from .references import fetch, has_field
@@ -54,7 +54,7 @@ class CLIPRe(Decoder):
         if embeddings.dim() != 2 or embeddings.shape[0] != len(captions):
             raise ValueError(f"{len(captions)} captions need [{len(captions)}, N] embeddings, got "
                              f"{list(embeddings.shape)}")
-        text, offsets = _pack(captions)
+        text, offsets = pack_texts(captions)
         self.register_buffer("memory", F.normalize(embeddings.detach().float(), dim=-1).contiguous())
         self.register_buffer("memory_text", text)
         self.register_buffer("memory_offsets", offsets)
@@ -64,7 +64,7 @@ class CLIPRe(Decoder):
     def captions(self) -> list[str]:
         """The memory's captions, in memory order."""
         if self._captions is None:
-            self._captions = _unpack(self.memory_text, self.memory_offsets)
+            self._captions = unpack_texts(self.memory_text, self.memory_offsets)
         return self._captions
 
     def __len__(self) -> int:
@@ -113,23 +113,6 @@ class CLIPRe(Decoder):
         self.resize_to_saved({k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._captions = None
-
-
-def _pack(captions: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """UTF-8 bytes of ``captions`` one after another (uint8) and the ``[M + 1]`` offsets of each."""
-    encoded = [str(c).encode("utf-8") for c in captions]
-    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
-    if encoded:
-        offsets[1:] = torch.tensor([len(b) for b in encoded], dtype=torch.int64).cumsum(0)
-    text = torch.frombuffer(bytearray(b"".join(encoded)), dtype=torch.uint8) if offsets[-1] > 0 else \
-        torch.zeros(0, dtype=torch.uint8)
-    return text.clone(), offsets
-
-
-def _unpack(text: Tensor, offsets: Tensor) -> list[str]:
-    data = text.detach().cpu().numpy().tobytes()
-    ends = offsets.detach().cpu().tolist()
-    return [data[a:b].decode("utf-8") for a, b in zip(ends[:-1], ends[1:])]
 
 
 def read_lines(paths: Sequence[str]) -> list[str]:

@@ -32,36 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cl_core.api import pack_texts, unpack_texts
+
 #: memory rows scored against a batch at once (bounds the [B, rows] block of the projection)
 CHUNK = 65536
 _NAMES = ("embeddings", "text", "offsets")
-
-
-def pack(texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """UTF-8 bytes of ``texts`` one after another (``uint8``) and the ``[M + 1]`` int64 offsets of each."""
-    encoded = [str(t).encode("utf-8") for t in texts]
-    offsets = torch.zeros(len(encoded) + 1, dtype=torch.int64)
-    if encoded:
-        offsets[1:] = torch.tensor([len(b) for b in encoded], dtype=torch.int64).cumsum(0)
-    blob = b"".join(encoded)
-    text = torch.frombuffer(bytearray(blob), dtype=torch.uint8).clone() if blob else torch.zeros(0, dtype=torch.uint8)
-    return text, offsets
-
-
-def unpack(text: Tensor, offsets: Tensor) -> list[str]:
-    """Inverse of :func:`pack`.
-
-    Raises:
-        ValueError: offsets that do not fit the bytes, or bytes that are not UTF-8 (damaged weights).
-    """
-    data = text.detach().cpu().numpy().tobytes()
-    ends = offsets.detach().cpu().tolist()
-    if ends and (ends[0] != 0 or ends[-1] != len(data) or any(b < a for a, b in zip(ends, ends[1:]))):
-        raise ValueError(f"text offsets do not fit the {len(data)} bytes of text (damaged weights)")
-    try:
-        return [data[a:b].decode("utf-8") for a, b in zip(ends[:-1], ends[1:])]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"the stored texts are not UTF-8 ({exc}; damaged weights)") from None
 
 
 class TextTable(nn.Module):
@@ -84,7 +59,7 @@ class TextTable(nn.Module):
         if not bool(torch.isfinite(embeddings).all()):
             raise ValueError(f"{what}: the embeddings hold non-finite values")
         self.what = what
-        text, offsets = pack(texts)
+        text, offsets = pack_texts(texts)
         self.register_buffer("embeddings", F.normalize(embeddings.detach().float(), dim=-1).contiguous())
         self.register_buffer("text", text)
         self.register_buffer("offsets", offsets)
@@ -94,7 +69,7 @@ class TextTable(nn.Module):
     def texts(self) -> list[str]:
         """The texts, in row order."""
         if self._texts is None:
-            self._texts = unpack(self.text, self.offsets)
+            self._texts = unpack_texts(self.text, self.offsets)
         return self._texts
 
     @property
