@@ -15,6 +15,11 @@ if ! python -c "import torch" 2>/dev/null; then
   # https://download.pytorch.org/whl/cpu (set PIP_EXTRA_INDEX_URL to use it).
   python -m pip install -q "torch==2.13.0"
 fi
+# espeak-ng (speech of the ImageBind job and its tests): a Debian package; installed when we are root with apt.
+if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
+    || echo "warning: could not install espeak-ng; speech tests will be skipped" >&2
+fi
 plugins=$(python - <<'PY'
 import tomllib
 index = tomllib.load(open("registry.toml", "rb"))["plugin"]

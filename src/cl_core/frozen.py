@@ -224,6 +224,9 @@ class FeatureCache:
         # key -> [raw item, claims not yet encoded]: what a claimed row needs if the cache loses it.
         self._claims: OrderedDict[int, list] = OrderedDict()
         self._lock = threading.Lock()
+        #: a persistent tier (:class:`~cl_core.feature_store.FeatureStore`): rows missing here are looked up
+        #: there before they are computed, and computed rows are added to it; None keeps rows in memory only
+        self.store: Any = None
 
     @property
     def capacity(self) -> int:
@@ -292,6 +295,12 @@ class FeatureCache:
             for i, key in enumerate(keys):
                 if key not in self._rows and key not in first:
                     first[key] = i
+        if first and self.store is not None:
+            stored = self.store.get(list(first))
+            with self._lock:
+                for key, row in stored.items():
+                    self._rows[key] = row.clone()
+            first = {k: i for k, i in first.items() if k not in stored}
         if first:
             rows = torch.tensor(list(first.values()), dtype=torch.long, device=device)
             with torch.no_grad():
@@ -299,6 +308,8 @@ class FeatureCache:
             if fresh.dim() < 1 or fresh.shape[0] != len(first):
                 raise ValueError(f"compute() must return one row per missing key: {len(first)} expected, got "
                                  f"shape {list(fresh.shape)}")
+            if self.store is not None:
+                self.store.add(list(first), fresh)
         out = []
         with self._lock:
             for j, key in enumerate(first):
@@ -329,8 +340,11 @@ class FeatureCache:
         keys the oldest claims are dropped. Thread-safe.
         """
         cached = []
+        stored = self.store.get([k for k in keys if k not in self._rows]) if self.store is not None else {}
         with self._lock:
             for key, item in zip(keys, items):
+                if key not in self._rows and key in stored:
+                    self._rows[key] = stored[key].clone()
                 hit = key in self._rows
                 if hit:
                     self._rows.move_to_end(key)

@@ -386,3 +386,25 @@ def test_fold_batchnorm_returns_a_frozen_copy():
     folded = fold_batchnorm(trunk)
     assert not folded.training and not any(p.requires_grad for p in folded.parameters())
     assert trunk._conv_stem.bias is None, "folding works on a copy"
+
+
+def test_a_frozen_pretrained_trunks_features_persist_across_towers_exactly(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("CL_FEATURE_STORE", str(tmp_path))
+    tower = TINY["efficientnet"]().eval()
+    first = tower.encode(tower.prepare(images))
+    tower.feature_cache.store.flush()
+    twin = TINY["efficientnet"]().eval()  # a later run: same weights, empty memory
+    twin.load_state_dict(tower.state_dict())
+    calls = _count_trunk_rows(twin)
+    prepared = twin.prepare(images)
+    assert not prepared["ready"].any(), "rows on disk are left out of prepare like rows in memory"
+    assert torch.equal(twin.encode(prepared), first)
+    assert calls == [], "the trunk never ran: every row came from the store"
+    other = TINY["efficientnet"](pool_blocks=[1]).eval()  # other pooling: another function, another file
+    other.trunk.load_state_dict(tower.trunk.state_dict())
+    other_calls = _count_trunk_rows(other)
+    other.encode(other.prepare(images))
+    assert other_calls == [len(images)]
+    other.feature_cache.store.flush()
+    assert other.feature_cache.store.path != tower.feature_cache.store.path
+    assert len(list(tmp_path.glob("EfficientNetLite-*.safetensors"))) == 2

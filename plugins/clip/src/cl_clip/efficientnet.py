@@ -83,6 +83,14 @@ class EfficientNetLite(ImageTower):
         # (state key, folded trunk): a tuple, so nn.Module does not register the copy as a submodule.
         self._folded: tuple[tuple[tuple[int, int], ...], nn.Module] | None = None
 
+    #: a pretrained (or seeded) frozen trunk is a fixed function: its features are worth keeping across runs
+    persist_features = True
+
+    def store_signature(self) -> str:
+        p = self.params
+        return repr((p.variant, p.image_size, self.mean, self.std, sorted(self.pool_blocks), p.resize_mode,
+                     p.fill_color))
+
     def features(self, inputs: Mapping[str, Tensor]) -> Tensor:
         """``[B, F]``: mean-pooled outputs of ``pool_blocks`` (in block order), then the pooled head."""
         pixels = self.pixels(inputs)

@@ -24,6 +24,7 @@ protocol of :mod:`cl_core.frozen`.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from cl_core.api import DEFAULT_CACHE_SIZE, Encoder, FeatureCache, FrozenParts
+
+#: one tower at a time computes its store namespace (a digest of the trunk's weights)
+_STORE_LOCK = threading.Lock()
 
 
 def projection_head(kind: str, feature_dim: int, embed_dim: int, *, bias: bool = False, hidden: int = 2048,
@@ -151,8 +155,35 @@ class Tower(FrozenParts, Encoder):
         return self.cache_features and not self.trunk_trains and not self.trunk.training and not self.augmenting
 
     def clear_cache(self) -> None:
-        """Drop every cached feature row."""
+        """Drop every cached feature row (the on-disk store, if any, is detached: new weights name another)."""
         self.feature_cache.clear()
+        self.feature_cache.store = None
+        self._store_checked = False
+
+    #: keep the frozen trunk's features on disk across runs (:mod:`cl_core.feature_store`); towers whose trunk
+    #: is a fixed pretrained function set it
+    persist_features: bool = False
+
+    def store_signature(self) -> str:
+        """What besides the trunk's weights and the cache key's salt decides :meth:`features` (pooling,
+        normalisation): part of the on-disk store's namespace. Towers that persist features override it."""
+        return ""
+
+    def _attach_store(self) -> None:
+        """Give the feature cache its on-disk tier, once per set of weights (towers with ``persist_features``,
+        unless ``$CL_FEATURE_STORE`` is off). Thread-safe: the data thread may get here first."""
+        if self.__dict__.get("_store_checked") or not self.persist_features:
+            return
+        with _STORE_LOCK:
+            if self.__dict__.get("_store_checked"):
+                return
+            from cl_core.feature_store import FeatureStore, module_digest, store_root
+
+            root = store_root()
+            if root is not None:
+                namespace = module_digest(self.trunk, f"{self.feature_dim}\0{self.store_signature()}")
+                self.feature_cache.store = FeatureStore(root / f"{type(self).__name__}-{namespace[:32]}.safetensors")
+            self._store_checked = True
 
     @property
     def cache_len(self) -> int:
@@ -168,6 +199,7 @@ class Tower(FrozenParts, Encoder):
         Thread-safe."""
         if not self.cache_features or self.trunk_trains:
             return [False] * len(keys)
+        self._attach_store()
         return self.feature_cache.claim(keys, items)
 
     def release(self, keys: Sequence[int]) -> None:
@@ -188,6 +220,8 @@ class Tower(FrozenParts, Encoder):
                                                  owner=type(self).__name__)
         rest = {k: v for k, v in inputs.items() if k != "key"}
         if "key" in inputs and self._cache_usable():
+            self._attach_store()
+
             def compute(rows: Tensor) -> Tensor:  # the trunk on the rows the cache lacks
                 return self.features({k: v.index_select(0, rows) for k, v in rest.items()})
 

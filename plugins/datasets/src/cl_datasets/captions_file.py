@@ -72,23 +72,29 @@ def _check(fields: dict, where: str, line: int) -> tuple[Row | None, str | None]
                label=None if label is None else str(label), where=where, line=line), None
 
 
+def jsonl_records(lines, path: Path, bad: list[tuple[int, str]]):
+    """``(line number, object)`` of each JSON object line of ``lines`` (an open text file of ``path``); blank
+    lines are skipped, and a line that is not a JSON object is appended to ``bad`` as ``(line, "path:line: why")``."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append((lineno, f"{path}:{lineno}: invalid JSON ({exc.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            bad.append((lineno, f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"))
+            continue
+        yield lineno, obj
+
+
 def _read_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []
     with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append((lineno, f"{where}: invalid JSON ({exc.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                bad.append((lineno, f"{where}: expected a JSON object, got {type(obj).__name__}"))
-                continue
-            row, problem = _check(obj, where, lineno)
+        for lineno, obj in jsonl_records(f, path, bad):
+            row, problem = _check(obj, f"{path}:{lineno}", lineno)
             if problem:
                 bad.append((lineno, problem))
             else:
