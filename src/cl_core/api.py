@@ -52,6 +52,7 @@ _LAZY = {
                      "item_digest", "item_keys"], "cl_core.frozen"),
     **dict.fromkeys(["from_pretrained", "names_hub_repository", "push_to_hub", "resolve_source", "save_pretrained",
                      "state_tensors", "WEIGHTS_NAME", "pack_texts", "unpack_texts"], "cl_core.weights"),
+    **dict.fromkeys(["FeatureStore", "module_digest", "store_root"], "cl_core.feature_store"),
     **dict.fromkeys(["atomic_write", "atomic_write_text", "default_mode"], "cl_core.checkpoint"),
     **dict.fromkeys(["NoiseTargets"], "cl_core._builtin.nce"),
     **dict.fromkeys(["build"], "cl_core.standalone"),

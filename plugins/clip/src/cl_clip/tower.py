@@ -177,7 +177,7 @@ class Tower(FrozenParts, Encoder):
         with _STORE_LOCK:
             if self.__dict__.get("_store_checked"):
                 return
-            from cl_core.feature_store import FeatureStore, module_digest, store_root
+            from cl_core.api import FeatureStore, module_digest, store_root
 
             root = store_root()
             if root is not None:
