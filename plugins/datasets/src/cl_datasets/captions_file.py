@@ -102,30 +102,39 @@ def _read_jsonl(path: Path) -> tuple[list[Row], list[tuple[int, str]]]:
     return rows, bad
 
 
+def csv_records(lines, path: Path, delimiter: str, required: tuple[str, ...], optional: tuple[str, ...],
+                bad: list[tuple[int, str]]):
+    """``(first line number, {column: cell})`` of each record of a CSV/TSV file (``lines``: the open file of
+    ``path``), with the ``required`` columns and those of ``optional`` the header has; a record with more cells than
+    header columns is appended to ``bad`` as ``(line, "path:line: why")``.
+
+    Raises:
+        DataError: the header lacks a required column.
+    """
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DataError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
+                        f"(found: {', '.join(map(repr, header)) or 'nothing'})")
+    reader.fieldnames = header
+    columns = [c for c in (*required, *optional) if c in header]
+    prev_end = reader.line_num
+    for record in reader:
+        line = prev_end + 1  # first line of the record (quoted fields may span lines)
+        prev_end = reader.line_num
+        if None in record:  # more cells than header columns
+            bad.append((line, f"{path}:{line}: {len(record[None])} more cell(s) than header columns"))
+            continue
+        yield line, {c: record.get(c) for c in columns}
+
+
 def _read_csv(path: Path, delimiter: str) -> tuple[list[Row], list[tuple[int, str]]]:
     rows: list[Row] = []
     bad: list[tuple[int, str]] = []
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in ("image", "caption") if c not in header]
-        if missing:
-            raise DataError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
-                            f"(found: {', '.join(map(repr, header)) or 'nothing'})")
-        reader.fieldnames = header
-        has_label = "label" in header
-        prev_end = reader.line_num
-        for record in reader:
-            line = prev_end + 1  # first line of the record (quoted fields may span lines)
-            where = f"{path}:{line}"
-            prev_end = reader.line_num
-            if None in record:  # more cells than header columns
-                bad.append((line, f"{where}: {len(record[None])} more cell(s) than header columns"))
-                continue
-            fields = {"image": record.get("image"), "caption": record.get("caption")}
-            if has_label:
-                fields["label"] = record.get("label")
-            row, problem = _check(fields, where, line)
+        for line, fields in csv_records(f, path, delimiter, ("image", "caption"), ("label",), bad):
+            row, problem = _check(fields, f"{path}:{line}", line)
             if problem:
                 bad.append((line, problem))
             else:

@@ -38,7 +38,7 @@ import numpy as np
 from attrs import frozen
 
 from cl_core.api import DataError, DataSource, Dataset, indented_list
-from cl_datasets.captions_file import CSV_SUFFIXES, JSON_SUFFIXES, jsonl_records
+from cl_datasets.captions_file import CSV_SUFFIXES, JSON_SUFFIXES, csv_records, jsonl_records
 from cl_datasets.imaging import load_square, unlimited_pixels
 from cl_datasets.splits import choose_holdout
 
@@ -96,7 +96,7 @@ def read_pairs(path: str | Path) -> tuple[list[PairRow], list[str]]:
             if suffix in JSON_SUFFIXES:
                 records = jsonl_records(f, path, bad)
             elif suffix in CSV_SUFFIXES:
-                records = _csv_records(f, path, CSV_SUFFIXES[suffix], bad)
+                records = csv_records(f, path, CSV_SUFFIXES[suffix], ("image", "audio"), ("label",), bad)
             else:
                 raise DataError(f"{path}: unsupported pairs file type {suffix!r}; use .jsonl (JSON Lines) or .csv/.tsv")
             for line, fields in records:
@@ -111,24 +111,6 @@ def read_pairs(path: str | Path) -> tuple[list[PairRow], list[str]]:
         bad += [(r.line, f"{r.where}: missing 'label' (other rows have one)") for r in rows if r.label is None]
         rows = [r for r in rows if r.label is not None]
     return rows, [text for _, text in sorted(bad, key=lambda b: b[0])]
-
-
-def _csv_records(f, path: Path, delimiter: str, bad: list[tuple[int, str]]):
-    reader = csv.DictReader(f, delimiter=delimiter)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in ("image", "audio") if c not in header]
-    if missing:
-        raise DataError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} "
-                        f"(found: {', '.join(map(repr, header)) or 'nothing'})")
-    reader.fieldnames = header
-    prev_end = reader.line_num
-    for record in reader:
-        line = prev_end + 1  # first line of the record (quoted cells may span lines)
-        prev_end = reader.line_num
-        if None in record:
-            bad.append((line, f"{path}:{line}: {len(record[None])} more cell(s) than header columns"))
-            continue
-        yield line, {k: record.get(k) for k in ("image", "audio", "label") if k in header}
 
 
 # -- decoding -------------------------------------------------------------------------------------------------
