@@ -67,16 +67,7 @@ def fake_hub(monkeypatch, tmp_path):
     """A Hub-compatible server on 127.0.0.1 (:class:`cl_core.testing.hub.FakeHub`), with ``HF_ENDPOINT``
     pointing at it, the network allowed (the suite is offline otherwise), an empty ``HF_HOME`` in
     ``tmp_path`` and no token in the environment. The writer token is ``HUB_TOKEN`` (user ``tester``)."""
-    from huggingface_hub import constants
+    from cl_core.testing.hub import serve_fake_hub
 
-    from cl_core.testing.hub import FakeHub
-
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read by huggingface_hub at import time
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))  # no saved login
-    with FakeHub(tokens={HUB_TOKEN: "tester"}) as hub:
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    with serve_fake_hub(monkeypatch, tmp_path / "hf-home", tokens={HUB_TOKEN: "tester"}) as hub:
         yield hub

@@ -1,4 +1,5 @@
-"""The contract kit on the in-process toy plugin: evaluator and decoder contracts, and strict expected failures."""
+"""The contract kit on the in-process toy plugin: dataset, evaluator and decoder contracts, and strict expected
+failures."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from cl_core.build import build_pipeline
 from cl_core.plugins import PluginHost
 from cl_core.spec import loads_spec
-from cl_core.testing import DecoderContract, EncoderContract, EvaluatorContract
+from cl_core.testing import DatasetContract, DecoderContract, EncoderContract, EvaluatorContract
 from cl_core.testing import toy
 
 SPEC = """
@@ -55,6 +56,12 @@ class TestToyAlignment(_Toy, EvaluatorContract):
     def pipeline(self, host):
         registry = host.registry()
         return build_pipeline(loads_spec(SPEC, registry), registry)
+
+
+class TestToyBound(_Toy, DatasetContract):
+    """A grouped dataset (two pair types, each batch carrying its own two views): asked one group at a time."""
+
+    name = "toy.bound"
 
 
 class TestToyClassNames(_Toy, DecoderContract):

@@ -206,6 +206,26 @@ def test_get_hands_out_copies_and_checks_indices(ds):
         split.get([len(split)])
 
 
+def test_image_row_finds_every_image_in_the_shared_store(ds):
+    assert not ds.images.flags.writeable, "every split reads this one store"
+    train = ds.splits()["train"]
+    for i in range(len(train)):
+        row = ds.image_row(str(train.meta["concept"][i]), str(train.meta["style"][i]))
+        assert row == train.image_index[i] and np.array_equal(ds.images[row], train.image_array(i))
+    for style in ("openmoji", "noto"):
+        held = ds.splits()[f"heldout-{style}"]
+        for i, c in enumerate(ds.heldout_concepts):
+            assert np.array_equal(ds.images[ds.image_row(c.hexcode, style)], held.image_array(i))
+
+
+def test_image_row_of_a_missing_image_is_a_key_error_that_says_why(ds):
+    only_openmoji = next(h for h, styles in ds.concept_styles.items() if styles == ("openmoji",))
+    with pytest.raises(KeyError, match=rf"no 'noto' image of concept '{only_openmoji}' \(its styles: openmoji\)"):
+        ds.image_row(only_openmoji, "noto")
+    with pytest.raises(KeyError, match=r"no 'openmoji' image of concept 'FFFFF' \(no such concept\)"):
+        ds.image_row("FFFFF", "openmoji")
+
+
 def test_caption_kinds_expand_one_example_per_caption():
     ds = build_emoji(emoji_fixture_params(captions=ALL_CAPTIONS, holdout=0.0))
     train = ds.splits()["train"]
@@ -271,6 +291,8 @@ def test_corrupt_noto_png_is_reported_or_skipped(tmp_path):
     dog = next(c for c in ds.concepts if c.annotation == "dog face")
     assert ds.concept_styles[dog.hexcode] == ("openmoji",)
     assert dog in ds.train_concepts  # no longer in both styles, so never held out
+    with pytest.raises(KeyError, match="its styles: openmoji"):
+        ds.image_row(dog.hexcode, "noto")
 
 
 def test_glyph_missing_from_the_font_is_reported_or_skipped(tmp_path):

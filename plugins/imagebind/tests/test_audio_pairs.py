@@ -5,11 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import wave
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from cl_core.api import DataError
 from cl_imagebind.audio_pairs import AudioPairsDataset, ImageAudioSource, build_audio_pairs, read_pairs
@@ -41,34 +39,8 @@ def read():
     return _standin_read_audio
 
 
-def _write_wav(path: Path, freq: float, seconds: float = 0.1) -> None:
-    t = np.arange(int(RATE * seconds)) / RATE
-    pcm = (0.5 * np.sin(2 * np.pi * freq * t) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(pcm.tobytes())
-
-
-@pytest.fixture
-def folder(tmp_path):
-    """3 tiny PNGs (red, green, blue; one not square) and 3 tiny WAVs, plus a JSONL and a CSV naming them."""
-    colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
-    (tmp_path / "img").mkdir()
-    (tmp_path / "wav").mkdir()
-    for i, (name, rgb) in enumerate(colours.items()):
-        Image.new("RGB", (12, 12) if i else (16, 8), rgb).save(tmp_path / "img" / f"{name}.png")
-        _write_wav(tmp_path / "wav" / f"{name}.wav", 220.0 * (i + 1), seconds=0.1 * (i + 1))
-    rows = [{"image": f"img/{n}.png", "audio": f"wav/{n}.wav", "label": n} for n in colours]
-    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    (tmp_path / "pairs.csv").write_text(
-        "image,audio\n" + "".join(f"{r['image']},{r['audio']}\n" for r in rows), encoding="utf-8")
-    return tmp_path
-
-
-def test_jsonl_with_labels(folder, read):
-    ds = AudioPairsDataset(AudioPairsParams(pairs=str(folder / "pairs.jsonl"), image_size=16, holdout=0.0), read)
+def test_jsonl_with_labels(pairs_folder, read):
+    ds = AudioPairsDataset(AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), image_size=16, holdout=0.0), read)
     assert set(ds.splits()) == {"train"} and ds.labeled and ds.skipped == 0
     train = ds.splits()["train"]
     assert isinstance(train, ImageAudioSource) and train.fields == ("image", "audio") and len(train) == 3
@@ -89,8 +61,8 @@ def test_jsonl_with_labels(folder, read):
     assert np.abs(train.get([0])["audio"][0]).max() > 0.3
 
 
-def test_csv_without_labels_holds_out_images(folder, read):
-    ds = AudioPairsDataset(AudioPairsParams(pairs=str(folder / "pairs.csv"), image_size=8, holdout=0.34), read)
+def test_csv_without_labels_holds_out_images(pairs_folder, read):
+    ds = AudioPairsDataset(AudioPairsParams(pairs=str(pairs_folder / "pairs.csv"), image_size=8, holdout=0.34), read)
     splits = ds.splits()
     assert not ds.labeled and set(splits) == {"train", "heldout"}
     assert (len(splits["train"]), len(splits["heldout"])) == (2, 1)
@@ -99,38 +71,38 @@ def test_csv_without_labels_holds_out_images(folder, read):
     images = set(splits["train"].meta["image"]) | set(splits["heldout"].meta["image"])
     assert images == {"img/red.png", "img/green.png", "img/blue.png"}
     # the split depends on the seed only
-    again = AudioPairsDataset(AudioPairsParams(pairs=str(folder / "pairs.csv"), image_size=8, holdout=0.34), read)
+    again = AudioPairsDataset(AudioPairsParams(pairs=str(pairs_folder / "pairs.csv"), image_size=8, holdout=0.34), read)
     assert list(again.splits()["heldout"].meta["image"]) == list(splits["heldout"].meta["image"])
 
 
-def test_root_and_labelled_heldout(folder, read, tmp_path_factory):
+def test_root_and_labelled_heldout(pairs_folder, read, tmp_path_factory):
     other = tmp_path_factory.mktemp("elsewhere")
-    (other / "p.jsonl").write_text((folder / "pairs.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
-    ds = AudioPairsDataset(AudioPairsParams(pairs=str(other / "p.jsonl"), root=str(folder), image_size=8,
+    (other / "p.jsonl").write_text((pairs_folder / "pairs.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    ds = AudioPairsDataset(AudioPairsParams(pairs=str(other / "p.jsonl"), root=str(pairs_folder), image_size=8,
                                             holdout=0.34, split_seed=3), read)
     train, held = ds.splits()["train"], ds.splits()["heldout"]
     assert len(train) + len(held) == 3 and len(held) == 1
     assert set(train.class_names).isdisjoint(held.class_names)
 
 
-def test_bad_rows_and_files_are_listed_together(folder, read):
-    (folder / "wav" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
-    lines = (folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
+def test_bad_rows_and_files_are_listed_together(pairs_folder, read):
+    (pairs_folder / "wav" / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
+    lines = (pairs_folder / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
     lines += [
         json.dumps({"image": "img/missing.png", "audio": "wav/red.wav", "label": "red"}),  # line 4
         json.dumps({"image": "img/red.png", "audio": "wav/broken.wav", "label": "red"}),  # line 5
         '{"image": "img/red.png", "audio": ',  # line 6: bad JSON
         json.dumps({"image": "img/red.png", "label": "red"}),  # line 7: no audio
     ]
-    bad = folder / "bad.jsonl"
+    bad = pairs_folder / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(DataError) as info:
         AudioPairsDataset(AudioPairsParams(pairs=str(bad), image_size=8), read)
     message = str(info.value)
     assert message.startswith(f"{bad}: 1 missing or unreadable image(s) and 1 missing or unreadable audio file(s) "
                               "and 2 malformed row(s)")
-    assert f"{folder / 'img' / 'missing.png'}: file not found (first used at {bad}:4)" in message
-    assert f"{folder / 'wav' / 'broken.wav'}: unreadable audio" in message and f"{bad}:5)" in message
+    assert f"{pairs_folder / 'img' / 'missing.png'}: file not found (first used at {bad}:4)" in message
+    assert f"{pairs_folder / 'wav' / 'broken.wav'}: unreadable audio" in message and f"{bad}:5)" in message
     assert f"{bad}:6: invalid JSON" in message
     assert f"{bad}:7: missing 'audio'" in message
     assert "skip_bad" in message
@@ -140,9 +112,9 @@ def test_bad_rows_and_files_are_listed_together(folder, read):
     assert len(ds.problems) == 4 and len(ds.splits()["train"]) == 3
 
 
-def test_corrupt_image_and_csv_row_problems(folder, read):
-    (folder / "img" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    csv_path = folder / "more.csv"
+def test_corrupt_image_and_csv_row_problems(pairs_folder, read):
+    (pairs_folder / "img" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    csv_path = pairs_folder / "more.csv"
     csv_path.write_text("image,audio,label\n"
                         "img/red.png,wav/red.wav,red\n"
                         "img/bad.png,wav/green.wav,green\n"
@@ -152,39 +124,39 @@ def test_corrupt_image_and_csv_row_problems(folder, read):
     with pytest.raises(DataError) as info:
         AudioPairsDataset(AudioPairsParams(pairs=str(csv_path), image_size=8), read)
     message = str(info.value)
-    assert f"{folder / 'img' / 'bad.png'}: unreadable image" in message
-    assert f"{folder / 'wav' / 'nowhere.wav'}: file not found (first used at {csv_path}:6)" in message
+    assert f"{pairs_folder / 'img' / 'bad.png'}: unreadable image" in message
+    assert f"{pairs_folder / 'wav' / 'nowhere.wav'}: file not found (first used at {csv_path}:6)" in message
     assert f"{csv_path}:4: missing 'label' (other rows have one)" in message
     assert f"{csv_path}:5: 1 more cell(s) than header columns" in message
 
 
-def test_pairs_file_problems(folder, read):
-    header = folder / "noaudio.csv"
+def test_pairs_file_problems(pairs_folder, read):
+    header = pairs_folder / "noaudio.csv"
     header.write_text("image,sound\nimg/red.png,wav/red.wav\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"noaudio\.csv:1: header lacks column\(s\) 'audio'"):
         read_pairs(header)
-    other = folder / "pairs.txt"
+    other = pairs_folder / "pairs.txt"
     other.write_text("x", encoding="utf-8")
     with pytest.raises(DataError, match="unsupported pairs file type '.txt'"):
         read_pairs(other)
-    empty = folder / "empty.jsonl"
+    empty = pairs_folder / "empty.jsonl"
     empty.write_text("\n", encoding="utf-8")
     with pytest.raises(DataError, match="no usable rows"):
         AudioPairsDataset(AudioPairsParams(pairs=str(empty)), read)
 
 
-def test_params_are_validated(folder):
+def test_params_are_validated(pairs_folder):
     with pytest.raises(ValueError):
-        AudioPairsParams(pairs=str(folder / "pairs.jsonl"), holdout=1.0)
+        AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), holdout=1.0)
     with pytest.raises(ValueError):
-        AudioPairsParams(pairs=str(folder / "nope.jsonl"))
+        AudioPairsParams(pairs=str(pairs_folder / "nope.jsonl"))
     with pytest.raises(ValueError):
-        AudioPairsParams(pairs=str(folder / "pairs.jsonl"), root=str(folder / "nope"))
+        AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), root=str(pairs_folder / "nope"))
     with pytest.raises(ValueError):
-        AudioPairsParams(pairs=str(folder / "pairs.jsonl"), image_size=4)
+        AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), image_size=4)
 
 
 @pytest.mark.skipif(not HAVE_AUDIO_IO, reason="cl_imagebind.audio_io (read_audio) not written yet")
-def test_factory_uses_read_audio(folder):
-    ds = build_audio_pairs(AudioPairsParams(pairs=str(folder / "pairs.jsonl"), image_size=8, holdout=0.0), None)
+def test_factory_uses_read_audio(pairs_folder):
+    ds = build_audio_pairs(AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), image_size=8, holdout=0.0), None)
     assert len(ds.splits()["train"]) == 3

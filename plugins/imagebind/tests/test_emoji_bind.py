@@ -10,20 +10,14 @@ from cl_datasets.testing import emoji_fixture_paths
 from cl_imagebind.emoji_bind import EmojiBindDataset, compositions
 from cl_imagebind.params import EmojiBindParams
 
-
-def fake_speak(texts, voices):
-    """Waveform of (voice v, text t): a constant 1000 * v + t, so every item says who spoke what."""
-    return [[np.full(800, 1000 * v + t, dtype=np.int16) for t in range(len(texts))] for v in range(len(voices))]
-
-
-def fake_lineart(hexcodes, size, allow_blank=False):
-    return np.stack([np.full((size, size, 3), i % 250, dtype=np.uint8) for i in range(len(hexcodes))])
+# conftest's stand-ins speak and draw: the waveform of (voice v, concept t) is the constant 1000 * v + t
+pytestmark = pytest.mark.usefixtures("fake_media")
 
 
 def build(**overrides):
     params = EmojiBindParams(**{**emoji_fixture_paths(), "image_size": 16, "holdout": 0.25, "voices": 5,
                                 "heldout_voices": 2, "lineart_size": 16, **overrides})
-    return EmojiBindDataset(params, speak=fake_speak, draw_lineart=fake_lineart)
+    return EmojiBindDataset(params)
 
 
 def _speaker(wave):

@@ -359,8 +359,27 @@ class SamplerContract(ComponentContract):
         assert len(self._draw(component, source, 0)) == component.num_batches(source)
 
 
+def _probe_batches(source: Any) -> list[list[int]]:
+    """Example indices the dataset contract asks ``get`` for: the first and the last example, or the first and
+    the last of each group when the source is grouped (a sampler with ``mix`` never mixes groups in a batch)."""
+    import numpy as np
+
+    groups = getattr(source, "groups", None)
+    if groups is None:
+        return [[0, len(source) - 1]]
+    groups = np.asarray(groups)
+    assert groups.shape == (len(source),), f"groups has shape {groups.shape} for {len(source)} examples"
+    names = getattr(source, "group_names", None)
+    assert names is None or int(groups.max()) < len(names), "a group without a name in group_names"
+    return [[int(rows[0]), int(rows[-1])] for rows in (np.flatnonzero(groups == g) for g in np.unique(groups))]
+
+
 class DatasetContract(ComponentContract):
-    """Datasets: a "train" split; ``get`` returns every field for every index; labels line up."""
+    """Datasets: a "train" split; ``get`` returns every field for every index; labels line up.
+
+    A grouped split (``groups`` set: several datasets, or pair types as in ImageBind) is asked for one group at a
+    time, and a group's batch may carry only some of the fields (say, the two roles of its pair type).
+    """
 
     kind = "dataset"
 
@@ -369,9 +388,13 @@ class DatasetContract(ComponentContract):
         assert "train" in splits
         for name, source in splits.items():
             assert len(source) > 0, name
-            got = source.get([0, len(source) - 1])
-            assert set(got) >= set(source.fields)
-            assert all(len(v) == 2 for v in got.values())
+            for rows in _probe_batches(source):
+                got = source.get(rows)
+                if getattr(source, "groups", None) is None:
+                    assert set(got) >= set(source.fields)
+                else:
+                    assert got and set(got) <= set(source.fields), f"{name}: {sorted(got)} for {source.fields}"
+                assert all(len(v) == len(rows) for v in got.values())
             if source.labels is not None:
                 assert len(source.labels) == len(source)
                 if source.class_names is not None:

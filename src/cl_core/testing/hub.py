@@ -13,6 +13,12 @@ Example::
 
     with FakeHub(tokens={"hf_writer": "me"}) as hub:
         HfApi(endpoint=hub.endpoint, token="hf_writer").create_repo("me/tiny")
+
+In a pytest test, :func:`serve_fake_hub` also points the client at it and gives it an empty cache::
+
+    def test_round_trip(monkeypatch, tmp_path):
+        with serve_fake_hub(monkeypatch, tmp_path / "hf-home", tokens={"hf_writer": "me"}) as hub:
+            push_to_hub(run_dir, "me/tiny", token="hf_writer")
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ import base64
 import hashlib
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -247,6 +255,33 @@ class FakeHub:
         content = files[path]
         headers = {"X-Repo-Commit": oid, "ETag": f'"{blob_oid(content)}"', "Content-Type": "application/octet-stream"}
         return 200, headers, content
+
+
+@contextmanager
+def serve_fake_hub(monkeypatch: Any, home: str | Path, *, tokens: Mapping[str, str] | None = None) -> Iterator[FakeHub]:
+    """Run a :class:`FakeHub` for one test with the ``huggingface_hub`` client pointed at it.
+
+    Sets ``HF_ENDPOINT`` to the server, allows the network (a test suite usually sets ``HF_HUB_OFFLINE``),
+    makes ``home`` the empty ``HF_HOME`` (so every pull starts from an empty cache) and hides any token of the
+    environment or of a saved login, so only the tokens passed explicitly count.
+
+    Args:
+        monkeypatch: pytest's ``monkeypatch`` fixture; it undoes every change after the test.
+        home: folder for ``HF_HOME`` (need not exist), e.g. ``tmp_path / "hf-home"``.
+        tokens: as :class:`FakeHub`'s.
+    """
+    from huggingface_hub import constants
+
+    home = Path(home)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read by huggingface_hub at import time
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))  # no saved login
+    with FakeHub(tokens=tokens) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        yield hub
 
 
 def _json(data: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:

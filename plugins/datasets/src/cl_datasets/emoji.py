@@ -58,6 +58,8 @@ class EmojiDataset(Dataset):
         train_concepts: concepts of the "train" split (label order).
         heldout_concepts: held-out concepts (label order of every ``heldout-*`` split).
         concept_styles: hexcode -> styles for which the concept has an image.
+        images: ``[M, S, S, 3]`` uint8 read-only store of every (concept, style) image, shared by every split;
+            :meth:`image_row` finds a concept's row.
         skipped: number of images dropped as bad (only with ``skip_bad``).
         skipped_items: ``"style hexcode: reason"`` for each of them.
         build_seconds: wall time of the build.
@@ -112,6 +114,9 @@ class EmojiDataset(Dataset):
                         indented_list(problems))
         size = params.image_size
         images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.uint8)
+        images.flags.writeable = False  # one store for every split and for datasets built on this one
+        self.images = images
+        self._row_of = row_of
 
         self.concept_styles = {c.hexcode: tuple(s for s in styles if (c.hexcode, s) in row_of) for c in concepts}
         usable = [c for c in concepts if self.concept_styles[c.hexcode]]
@@ -163,6 +168,26 @@ class EmojiDataset(Dataset):
         self._splits = split_map
         self.build_seconds = time.perf_counter() - start
         log.info("datasets.emoji: %s (%.1f s)", self.describe(), self.build_seconds)
+
+    def image_row(self, hexcode: str, style: str) -> int:
+        """Row of :attr:`images` holding concept ``hexcode`` drawn in ``style``.
+
+        Datasets built on this one (``imagebind.emoji``) pair their own modalities with these very pixels, so
+        a frozen image tower sees what it saw in the CLIP run, and nothing is drawn or copied twice.
+
+        Raises:
+            KeyError: there is no such image: the concept is unknown, the style was not built, or its image was
+                skipped as bad; the message names the styles the concept does have.
+        """
+        row = self._row_of.get((hexcode, style))
+        if row is None:
+            styles = self.concept_styles.get(hexcode)
+            if styles is None:
+                why = "no such concept"
+            else:
+                why = f"its styles: {', '.join(styles)}" if styles else "every image of it was skipped as bad"
+            raise KeyError(f"datasets.emoji has no {style!r} image of concept {hexcode!r} ({why})")
+        return row
 
     def splits(self) -> Mapping[str, DataSource]:
         return self._splits

@@ -136,9 +136,6 @@ class EmojiBindDataset(Dataset):
         codes = [c.hexcode for c in everything]
         index = {h: i for i, h in enumerate(codes)}  # concept -> row of every per-concept store
 
-        # Pixels of each (concept, style) from the emoji dataset's store, by its own row bookkeeping.
-        images, image_row = self._images(everything)
-
         self.voices = speech.voice_pool(p.voices, p.voice_seed)
         self.train_voices = self.voices[: p.voices - p.heldout_voices]
         self.heldout_voices = self.voices[p.voices - p.heldout_voices:]
@@ -156,10 +153,11 @@ class EmojiBindDataset(Dataset):
             lines = draw_lineart(codes, p.lineart_size, allow_blank=True)
             self.timings["lineart"] = time.perf_counter() - t0
 
-        fetch = {"image": _image_fetch(images), "text": _list_fetch(names), "audio": _list_fetch(audio),
+        # The colour images are the emoji dataset's own store (the CLIP run's pixels), not a copy.
+        fetch = {"image": _image_fetch(self.emoji.images), "text": _list_fetch(names), "audio": _list_fetch(audio),
                  "lineart": _image_fetch(lines)}
         self._splits: dict[str, DataSource] = {
-            "train": self._train(train_c, index, image_row, audio_row, fetch),
+            "train": self._train(train_c, index, audio_row, fetch),
         }
         first_style = p.styles[0]
         n_held = len(self.heldout_voices)
@@ -168,8 +166,7 @@ class EmojiBindDataset(Dataset):
                 continue
             rows = [index[c.hexcode] for c in concepts for _ in range(n_held)]
             voice = [p.voices - n_held + v for _ in concepts for v in range(n_held)]
-            columns = {"image": (np.array([image_row[(codes[r], self._style(codes[r], first_style))] for r in rows]),
-                                 fetch["image"]),
+            columns = {"image": (np.array([self._image_row(codes[r], first_style) for r in rows]), fetch["image"]),
                        "text": (np.array(rows), fetch["text"])}
             if "audio" in p.modalities:
                 columns["audio"] = (np.array([audio_row[v, r] for v, r in zip(voice, rows)]), fetch["audio"])
@@ -180,7 +177,7 @@ class EmojiBindDataset(Dataset):
                                              meta={"concept": np.array([codes[r] for r in rows]),
                                                    "voice": np.array([self.voices[v].label for v in voice])})
         if "audio" in p.modalities:
-            arithmetic = self._arithmetic(codes, names, index, image_row, audio_row, fetch, first_style)
+            arithmetic = self._arithmetic(codes, names, index, audio_row, fetch, first_style)
             if arithmetic is not None:
                 self._splits["arithmetic"] = arithmetic
         self.build_seconds = time.perf_counter() - start
@@ -188,27 +185,13 @@ class EmojiBindDataset(Dataset):
                  ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items()))
 
     # -- parts ---------------------------------------------------------------------------------------------
-    def _images(self, concepts: Sequence[Any]) -> tuple[np.ndarray, dict[tuple[str, str], int]]:
-        """One uint8 store ``[M, S, S, 3]`` of every (concept, style) image, and its row by (hexcode, style)."""
-        train = self.emoji.splits()["train"]
-        rows: dict[tuple[str, str], int] = {}
-        store = train._images  # the emoji dataset's shared store (every split indexes it)
-        for i, (code, style) in enumerate(zip(train.meta["concept"], train.meta["style"])):
-            rows.setdefault((str(code), str(style)), int(train.image_index[i]))
-        for name, source in self.emoji.splits().items():
-            if name.startswith("heldout-"):
-                for i, (code, style) in enumerate(zip(source.meta["concept"], source.meta["style"])):
-                    rows.setdefault((str(code), str(style)), int(source.image_index[i]))
-        missing = [c.hexcode for c in concepts if not any((c.hexcode, s) in rows for s in self.params.styles)]
-        if missing:
-            raise DataError(f"imagebind.emoji: no image for concept(s) {', '.join(missing[:10])}")
-        return store, rows
-
-    def _style(self, code: str, wanted: str) -> str:
+    def _image_row(self, code: str, wanted: str) -> int:
+        """Row of ``self.emoji.images`` of concept ``code`` in style ``wanted``, else in its first style (a
+        concept may lack one style)."""
         styles = self.emoji.concept_styles[code]
-        return wanted if wanted in styles else styles[0]
+        return self.emoji.image_row(code, wanted if wanted in styles else styles[0])
 
-    def _train(self, concepts: Sequence[Any], index: dict[str, int], image_row: dict, audio_row: np.ndarray,
+    def _train(self, concepts: Sequence[Any], index: dict[str, int], audio_row: np.ndarray,
                fetch: dict) -> BindSource:
         p = self.params
         anchor = p.anchor
@@ -232,11 +215,11 @@ class EmojiBindDataset(Dataset):
                 if modality == "audio":
                     for v in range(n_train_voices):
                         rows = {"audio": int(audio_row[v, r]), "text": r,
-                                "image": image_row[(c.hexcode, styles[v % len(styles)])]}
+                                "image": self.emoji.image_row(c.hexcode, styles[v % len(styles)])}
                         add(g, label, **rows)
                 elif anchor == "image":
                     for style in styles:
-                        add(g, label, image=image_row[(c.hexcode, style)], lineart=r)
+                        add(g, label, image=self.emoji.image_row(c.hexcode, style), lineart=r)
                 else:
                     add(g, label, text=r, lineart=r)
         used = {f for fields in group_fields for f in fields}
@@ -244,8 +227,8 @@ class EmojiBindDataset(Dataset):
         return BindSource(columns, np.array(labels), [c.annotation for c in concepts], groups=np.array(groups),
                           group_names=group_names, group_fields=group_fields)
 
-    def _arithmetic(self, codes: list[str], names: list[str], index: dict[str, int], image_row: dict,
-                    audio_row: np.ndarray, fetch: dict, style: str) -> BindSource | None:
+    def _arithmetic(self, codes: list[str], names: list[str], index: dict[str, int], audio_row: np.ndarray,
+                    fetch: dict, style: str) -> BindSource | None:
         """Rows (image of a, speech of b) labelled with z = a ZWJ b, over every concept's name as classes;
         ``meta["gallery"]`` are the rows of the answer images (one per concept) to retrieve among."""
         triples = compositions(codes)
@@ -253,11 +236,11 @@ class EmojiBindDataset(Dataset):
             return None
         voice = self.params.voices - 1  # a held-out voice
         columns = {
-            "image": (np.array([image_row[(a, self._style(a, style))] for a, _, _ in triples]), fetch["image"]),
+            "image": (np.array([self._image_row(a, style) for a, _, _ in triples]), fetch["image"]),
             "audio": (np.array([audio_row[voice, index[b]] for _, b, _ in triples]), fetch["audio"]),
             "text": (np.array([index[b] for _, b, _ in triples]), fetch["text"]),
         }
-        gallery = np.array([image_row[(c, self._style(c, style))] for c in codes])
+        gallery = np.array([self._image_row(c, style) for c in codes])
         source = BindSource(columns, np.array([index[z] for _, _, z in triples]), names,
                             meta={"a": np.array([t[0] for t in triples]), "b": np.array([t[1] for t in triples]),
                                   "z": np.array([t[2] for t in triples]), "gallery": gallery})
