@@ -1,7 +1,8 @@
 """Every caption decoder and the baselines on the same held-out images, in one table.
 
 For each decoder run given on the command line (a ``decap.decap`` run, a ClipCap / CapDec run, any run whose
-``[decoder]`` generates), plus two baselines that every figure needs beside it,
+``[decoder]`` generates, or a spec file with nothing to train such as ``specs/magic-emoji.toml``, the iterative
+decoder), plus two baselines that every figure needs beside it,
 
 * **CLIPRe** (``captions.clipre``): the nearest caption of a memory embedded by the first run's text tower (the
   training captions of its data), nothing generated; with ``--clipre-names`` also CLIPRe whose memory adds the class
@@ -62,8 +63,13 @@ def _describe_decap(spec: Any) -> str:
     return f"DeCap ({start}{extra}{proj})"
 
 
+def _describe_magic(spec: Any) -> str:
+    p = spec.decoder.params
+    return f"MAGIC (k = {p.k}, alpha = {p.alpha}, beta = {p.beta})"
+
+
 #: decoder type -> a short label of a run's decoder (others: the type)
-DESCRIBE: dict[str, Callable[[Any], str]] = {"decap.decap": _describe_decap}
+DESCRIBE: dict[str, Callable[[Any], str]] = {"decap.decap": _describe_decap, "iterative.magic": _describe_magic}
 
 
 def _label(run: str, given: str | None, spec: Any) -> str:
@@ -81,28 +87,17 @@ def _split_identity(spec: Any) -> tuple:
     return (SAME_SPLIT_AS.get(data.type, data.type), *(repr(getattr(data.params, k, None)) for k in SPLIT_KEYS))
 
 
-def _tower_key(encoder: Any) -> str:
-    """SHA-256 of an encoder's weights: towers with the same key embed the same way."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, value in sorted(encoder.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _share_towers(pipelines: list[tuple[str, str | None, Any]], roles: tuple[str, ...]) -> None:
     """Give every pipeline the first pipeline's encoder object of each role whose weights are the same, so its
     embedding cache serves all of them (the held-out images are embedded once)."""
+    from cl_core.captioning import tower_digest
+
     seen: dict[tuple[str, str], Any] = {}
     for _, _, pipeline in pipelines:
         for role in roles:
             if role not in pipeline.encoders:
                 continue
-            key = (role, _tower_key(pipeline.encoders[role]))
+            key = (role, tower_digest(pipeline.encoders[role]))
             if key in seen:
                 pipeline.encoders[role] = seen[key]
             else:
@@ -174,6 +169,7 @@ def _decode_seconds(pipeline: Any, decoder: Any, dataset: Any, args: argparse.Na
         items = fetch(source, [args.role], _indices(source, args))[args.role]
         embeddings = pipeline.embed(args.role, items, batch_size=args.batch_size)
         decoder.eval()
+        getattr(decoder, "clear_cache", lambda: None)()  # a decoder that keeps caches across calls starts cold
         start = time.perf_counter()
         for at in range(0, len(items), args.batch_size):
             decoder.decode(embeddings[at : at + args.batch_size], max_length=args.max_length)
@@ -243,7 +239,13 @@ def _main(argv: list[str] | None) -> int:
     pipelines = []
     try:
         for run, label in given:
-            pipeline = from_pretrained(run, with_data=not pipelines, host=HOST)
+            if run.endswith(".toml"):  # a spec with nothing to train (an iterative decoder), built with its data
+                from cl_core.captioning import caption_pipeline
+                from cl_core.plugins import default_host
+
+                pipeline = caption_pipeline(run, "cpu", HOST or default_host())
+            else:
+                pipeline = from_pretrained(run, with_data=not pipelines, host=HOST)
             if pipeline.decoder is None:
                 raise ClError(f"{run} has no [decoder] to caption with")
             pipelines.append((run, label, pipeline))

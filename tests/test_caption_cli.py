@@ -260,4 +260,54 @@ def test_a_spec_that_trains_is_refused(host, images, monkeypatch, tmp_path):
 def test_help_lists_the_options(host, monkeypatch):
     result = invoke(host, monkeypatch, "caption", "--help")
     assert result.exit_code == 0
-    assert all(option in result.output for option in ("--role", "--max-length", "--batch-size", "--device", "--json"))
+    assert all(option in result.output for option in ("--role", "--max-length", "--batch-size", "--device", "--json",
+                                                      "--modality", "--decoder", "--decoder-set"))
+
+
+def _two_towers(host, run: Path, folder: Path, *, same: bool) -> Path:
+    """A saved "bound" model with the roles ``image`` and ``sketch`` (both shapes.pixels): with ``same``, both
+    hold the squares run's image tower, so sketches embed into that run's space; otherwise both are random."""
+    import torch
+
+    from cl_core.build import build_pipeline
+    from cl_core.spec import loads_spec
+    from cl_core.weights import from_pretrained, save_pretrained
+
+    registry = host.registry()
+    spec = loads_spec('[data]\ntype = "shapes.squares"\n[encoders.image]\ntype = "shapes.pixels"\n'
+                      '[encoders.sketch]\ntype = "shapes.pixels"\n[scorer]\ntype = "core.cosine"\n'
+                      '[loss]\ntype = "core.clip"', registry)
+    torch.manual_seed(7)
+    bound = build_pipeline(spec, registry)
+    if same:
+        tower = from_pretrained(run, host=host).encoder("image").state_dict()
+        bound.encoder("image").load_state_dict(tower)
+        bound.encoder("sketch").load_state_dict(tower)
+    save_pretrained(bound, folder)
+    return folder
+
+
+def test_a_decoder_of_another_run_captions_a_role_in_its_space(run, images, host, monkeypatch, tmp_path):
+    bound = _two_towers(host, run, tmp_path / "bound", same=True)
+    result = invoke(host, monkeypatch, "caption", bound, images / "red.png", images / "blue.png", "--role", "sketch",
+                    "--decoder", run)
+    assert result.exit_code == 0, result.output
+    assert [line.split("\t")[1] for line in result.output.splitlines()] == ["red square", "blue square"]
+
+
+def test_a_decoder_of_another_space_is_refused(run, images, host, monkeypatch, tmp_path):
+    other = _two_towers(host, run, tmp_path / "other", same=False)
+    result = invoke(host, monkeypatch, "caption", other, images / "red.png", "--role", "sketch", "--decoder", run)
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert "was trained in another space" in result.output and "'sketch' embeddings" in result.output
+    result = invoke(host, monkeypatch, "caption", run, images / "red.png", "--decoder-set", "k=3")
+    assert result.exit_code == 1 and "give --decoder too" in result.output, result.output
+    result = invoke(host, monkeypatch, "caption", run, images / "red.png", "--decoder", tmp_path / "none.toml")
+    assert result.exit_code == 1 and "cannot read it as a TOML spec" in result.output, result.output
+
+
+def test_audio_files_are_named_wav(run, host, monkeypatch, tmp_path):
+    (tmp_path / "song.mp3").write_bytes(b"ID3")
+    result = invoke(host, monkeypatch, "caption", run, tmp_path / "song.mp3", "--modality", "audio")
+    assert result.exit_code == 1 and "song.mp3: not a WAV file" in result.output, result.output
+    assert "ffmpeg -i song.mp3 -ac 1 -ar 16000 song.wav" in result.output

@@ -64,9 +64,12 @@ def summary_line(docstring: str | None) -> str:
 
 
 def fields(params: type) -> list[FieldDoc]:
-    """The documented fields of a ``Params`` class, in declaration order."""
+    """The documented fields of a ``Params`` class, in declaration order; a field a subclass inherits keeps the
+    ``Attributes:`` text of the base class that documents it."""
     attrs.resolve_types(params)
-    docs = attribute_docs(params.__doc__)
+    docs: dict[str, str] = {}
+    for cls in reversed(params.__mro__):  # the most derived class's text wins
+        docs.update(attribute_docs(cls.__doc__) if attrs.has(cls) else {})
     out = []
     for f in attrs.fields(params):
         default = f.default

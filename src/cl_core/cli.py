@@ -181,173 +181,56 @@ def eval_(run: Path, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("run", metavar="RUN")
 @click.argument("items", metavar="ITEM...", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--modality", type=click.Choice(["image", "audio"]), default="image", show_default=True,
+              help="What the ITEMs are: image files, or WAV files for an audio tower (an ImageBind run's).")
 @click.option("--role", help="Encoder role that embeds the items; default: the caption objective's condition role "
-                             "when it takes images, else the role 'image', else the run's one image role.")
+                             "when it takes the modality, else the role named after it, else the run's one role of "
+                             "that modality (line art of an ImageBind run: --role lineart).")
+@click.option("--decoder", "decoder", metavar="DECODER",
+              help="Caption with another decoder than RUN's: 'iterative' (MAGIC's magic search over RUN's text tower "
+                   "and an LM, nothing trained), a spec file whose [decoder] table to use over RUN's towers, or a "
+                   "decoder run trained in RUN's space (e.g. a DeCap run captioning an ImageBind run's audio).")
+@click.option("--decoder-set", "decoder_overrides", multiple=True, metavar="KEY=VALUE",
+              help="With --decoder iterative or a spec file: override a decoder param, e.g. --decoder-set k=10.")
 @click.option("--max-length", type=click.IntRange(min=1), default=32, show_default=True,
               help="Longest caption, in the decoder's units (tokens; words for captions.clipre).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Items per batch.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item, caption} instead of lines.")
 @user_errors
-def caption(run: str, items: tuple[Path, ...], role: str | None, max_length: int, batch_size: int, device: str,
-            as_json: bool) -> None:
-    """Caption image files (or the images of folders) with the decoder of RUN.
+def caption(run: str, items: tuple[Path, ...], modality: str, role: str | None, decoder: str | None,
+            decoder_overrides: tuple[str, ...], max_length: int, batch_size: int, device: str, as_json: bool) -> None:
+    """Caption files (or the files of folders) with the decoder of RUN, or another one (--decoder).
 
     RUN is a run directory, a saved folder, a Hub id (org/name[@revision]) or a spec file with nothing to train
     (e.g. CLIPRe over a saved model). Prints one line per item: its path, a tab, its caption.
     """
-    modality = "image"  # what ITEMs are read as; one reader per modality (_CAPTION_READERS)
-    files = _caption_files(items, modality)  # every unreadable file is reported before any model is loaded
-    pipeline = _caption_pipeline(run, device)
-    if pipeline.decoder is None:
+    from . import captioning
+
+    files = captioning.caption_files(items, modality)  # unreadable files are reported before any model is loaded
+    pipeline = captioning.caption_pipeline(run, device, _host())
+    if decoder is None and decoder_overrides:
+        raise ClError("--decoder-set changes the decoder --decoder names; give --decoder too")
+    if decoder is None and pipeline.decoder is None:
         raise ClError(f"{run} has no [decoder]: it cannot caption (a spec with a [decoder] table, e.g. ClipCap or "
-                      "CLIPRe over this model, makes one)")
-    chosen = _caption_role(pipeline, role, modality)
-    _, read = _CAPTION_READERS[modality]
+                      "CLIPRe over this model, makes one; or --decoder iterative)")
+    chosen = captioning.caption_role(pipeline, role, modality)
+    if decoder is not None:
+        pipeline = captioning.with_decoder(pipeline, chosen, decoder, _overrides(decoder_overrides), run, device,
+                                           _host())
+    captioning.check_items(pipeline, chosen, files)
     rows = []
     for start in range(0, len(files), batch_size):  # items are decoded one batch at a time
         chunk = files[start : start + batch_size]
-        captions = pipeline.caption(chosen, [read(f) for f in chunk], max_length=max_length, batch_size=batch_size)
-        for path, text in zip(chunk, captions):
+        texts = pipeline.caption(chosen, captioning.read_items(chunk, modality), max_length=max_length,
+                                 batch_size=batch_size)
+        for path, text in zip(chunk, texts):
             if as_json:
                 rows.append({"item": str(path), "caption": text})
             else:
                 click.echo(f"{path}\t{text}")
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-
-
-#: Suffixes of the files a folder given to `cl caption` contributes, per modality (other files are ignored).
-_CAPTION_SUFFIXES = {"image": (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")}
-
-
-def _pil():
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as exc:  # pragma: no cover - Pillow comes with matplotlib
-        raise ClError("cl caption reads images with Pillow: pip install pillow") from exc
-    return Image, UnidentifiedImageError
-
-
-def _image_problem(path: Path, exc: BaseException) -> ClError:
-    if type(exc).__name__ == "UnidentifiedImageError":
-        return ClError(f"{path}: not an image (Pillow cannot identify it)")
-    return ClError(f"{path}: cannot decode the image: {exc}")
-
-
-def _check_image(path: Path) -> None:
-    """Raise a ClError saying why ``path`` is not an image Pillow can read (header and, where the format allows,
-    integrity; nothing is decoded)."""
-    image_module, unidentified = _pil()
-    try:
-        with image_module.open(path) as image:
-            image.verify()
-    except (unidentified, OSError, ValueError, SyntaxError) as exc:  # SyntaxError: some Pillow plugins' "corrupt"
-        raise _image_problem(path, exc) from None
-
-
-def _read_image(path: Path):
-    """The RGB PIL image of ``path`` (a ClError when it cannot be decoded)."""
-    image_module, unidentified = _pil()
-    try:
-        with image_module.open(path) as image:
-            return image.convert("RGB")
-    except (unidentified, OSError, ValueError, SyntaxError) as exc:
-        raise _image_problem(path, exc) from None
-
-
-#: How `cl caption` checks and reads a file of each modality (a later --modality chooses among them).
-_CAPTION_READERS = {"image": (_check_image, _read_image)}
-
-
-def _caption_files(paths: tuple[Path, ...], modality: str) -> list[Path]:
-    """Every file given and every file of the modality's suffixes in the folders given (sorted by name), each
-    checked by the modality's checker. All problems are reported together, in the order given."""
-    from .errors import DataError, indented_list
-
-    suffixes = _CAPTION_SUFFIXES[modality]
-    check, _ = _CAPTION_READERS[modality]
-    problems: list[str] = []
-    found: list[Path] = []
-    for path in paths:
-        files: list[Path] = []
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-            if not files:
-                problems.append(f"{path}: a folder with no {modality} files ({', '.join(suffixes)})")
-        elif path.exists():
-            files = [path]
-        else:
-            problems.append(f"{path}: no such file or folder")
-        for file in files:
-            try:
-                check(file)
-                found.append(file)
-            except ClError as exc:
-                problems.append(str(exc))
-    if problems:
-        raise DataError(f"{len(problems)} item(s) cannot be captioned:\n" + indented_list(problems))
-    return found
-
-
-def _caption_pipeline(run: str, device: str):
-    """The pipeline of a run folder / Hub id (weights loaded), or of a spec file with nothing to train (built with
-    its data, as `cl eval SPEC` builds it), in eval mode on ``device``."""
-    from .errors import Problem, SpecError
-
-    path = Path(run)
-    if path.suffix == ".toml" and (path.is_file() or not path.exists()):
-        from .build import build_pipeline
-        from .spec import load_spec
-        from .trainer import resolve_device
-
-        registry = _host().registry()
-        spec_obj = load_spec(path, registry)
-        if spec_obj.trains:
-            raise SpecError(str(path), [Problem("", "this spec trains: `cl train` it, then `cl caption` the run "
-                                                    "directory it writes")])
-        target = _caption_device(device, resolve_device)
-        return build_pipeline(spec_obj, registry, device=target, source=str(path)).to(target).eval()
-    from .trainer import resolve_device
-    from .weights import from_pretrained
-
-    return from_pretrained(run, host=_host(), device=_caption_device(device, resolve_device))
-
-
-def _caption_device(name: str, resolve):
-    try:
-        return resolve(name)
-    except ClError as exc:
-        raise ClError(f"--device {name}: {str(exc).split(' but ', 1)[-1]}") from None
-    except RuntimeError as exc:  # torch.device("nonsense")
-        raise ClError(f"--device {name}: {exc}") from None
-
-
-def _caption_role(pipeline, role: str | None, modality: str) -> str:
-    """The encoder role that embeds the items: ``role`` when given; else the condition role of the spec's first
-    ``core.caption`` objective when its encoder takes ``modality``; else the role named ``modality``; else the one
-    role whose encoder takes ``modality``. An encoder whose modality is ``"any"`` takes every modality."""
-    def takes(r: str) -> bool:
-        return getattr(pipeline.encoder(r), "modality", "any") in (modality, "any")
-
-    described = ", ".join(f"{r} ({getattr(pipeline.encoder(r), 'modality', 'any')})" for r in pipeline.roles)
-    if role is not None:
-        if role not in pipeline.encoders:
-            raise ClError(f"--role {role}: the run has no encoder role {role!r}; its roles: {described or 'none'}")
-        if not takes(role):
-            raise ClError(f"--role {role}: its encoder takes {pipeline.encoder(role).modality} items, and cl caption "
-                          f"reads {modality} files; the run's roles: {described}")
-        return role
-    conditions: list[str] = [str(ref.params.condition) for ref in pipeline.spec.objective if ref.type == "core.caption"]
-    candidates = [r for r in conditions[:1] if r in pipeline.encoders and takes(r)]
-    candidates += [modality] if modality in pipeline.encoders and takes(modality) else []
-    if not candidates:
-        typed = [r for r in pipeline.roles if getattr(pipeline.encoder(r), "modality", "any") == modality]
-        candidates = typed if len(typed) == 1 else []
-    if not candidates:
-        raise ClError(f"which role embeds the {modality} files? give --role ROLE; the run's roles (modality): "
-                      f"{described or 'none'}")
-    return candidates[0]
 
 
 @main.group()

@@ -38,7 +38,7 @@ FIRST_PARTY = {
     "coca": "cl-coca",
     "decap": "cl-decap",
     "capdec": "cl-capdec",
-    "iterative-decoder": "cl-iterative-decoder",
+    "iterative": "cl-iterative-decoder",
 }
 
 

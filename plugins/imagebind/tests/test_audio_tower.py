@@ -94,3 +94,18 @@ def test_wav_paths_and_bad_items(tmp_path):
 def test_bad_params_are_errors(bad):
     with pytest.raises(ValueError):
         AudioTower(AudioTowerParams(**{**SMALL, **bad}))
+
+
+def test_check_files_lists_every_bad_file_before_any_is_embedded(tmp_path):
+    """What ``cl caption --modality audio`` asks the tower first (cl_core.captioning.check_items)."""
+    good, silent, text = tmp_path / "good.wav", tmp_path / "silent.wav", tmp_path / "notes.wav"
+    for path, samples in ((good, tone(440, 0.3)), (silent, np.zeros(4800, np.int16))):
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(samples.tobytes())
+    text.write_text("not audio")
+    problems = AudioTower(AudioTowerParams(**SMALL)).check_files([str(good), str(silent), str(text)])
+    assert len(problems) == 2
+    assert problems[0].startswith(f"{silent}: silent") and problems[1].startswith(f"{text}: ")

@@ -180,3 +180,31 @@ def test_the_objective_and_the_evaluator_need_the_lm_decoder():
     spec = loads_spec('[decoder]\ntype = "lm.gpt2"\ntokenizer = "bytes"\n', registry)
     with pytest.raises(SpecError, match=r"evaluate\[0\]\.type: lm.perplexity scores"):
         build_perplexity(PerplexityParams(), BuildContext(spec=spec, path="evaluate[0]"))
+
+
+def test_an_lm_starts_from_an_earlier_run_with_init(spec, host, tmp_path):
+    """``init``: fine-tuning starts from the run's weights and tokenizer exactly; another architecture is a located
+    build error; a run saved from it loads without the init run."""
+    import cl_lm
+    from cl_core.api import BuildContext, BuildError
+    from cl_core.weights import from_pretrained
+    from cl_lm.model import build_gpt2
+    from cl_lm.params import GPT2Params
+
+    run = train(spec(evaluate=False), host=host, log=lambda m: None).run_dir
+    start = cl_lm.load_lm(run, host=host)
+    table = {k: getattr(start.params, k) for k in ("tokenizer", "vocab_size", "context", "layers", "width", "heads")}
+    tuned = build_gpt2(GPT2Params(**table, init=str(run), dropout=0.1), BuildContext(path="decoder"))
+    assert tuned.tokenizer.to_bytes().tobytes() == start.tokenizer.to_bytes().tobytes()
+    for name, value in start.model.state_dict().items():
+        assert torch.equal(tuned.model.state_dict()[name], value), name
+    assert tuned.params.dropout == 0.1 and tuned.model.config.resid_pdrop == 0.1  # this table's params, not the run's
+
+    with pytest.raises(BuildError, match=r"decoder\.init: .* has another architecture: layers = 2 \(the table says 1\)"):
+        build_gpt2(GPT2Params(**{**table, "layers": 1}, init=str(run)), BuildContext(path="decoder"))
+    with pytest.raises(BuildError, match=r"decoder\.init: folder does not exist"):
+        build_gpt2(GPT2Params(**table, init=str(tmp_path / "gone")), BuildContext(path="decoder"))
+    stand_in = build_gpt2(GPT2Params(**table, init=str(tmp_path / "gone")), BuildContext(path="decoder",
+                                                                                          weights_follow=True))
+    assert stand_in.model.config.n_layer == start.model.config.n_layer  # a load replaces it; the init run is not read
+    assert from_pretrained(run, host=host).decoder is not None

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from cl_core.api import DataError, Encoder
 
-from .audio_io import read_audio
+from .audio_io import check_audio_files, read_audio
 from .audio_tower_params import AudioTowerParams
 from .melspec import LogMel
 
@@ -78,6 +78,11 @@ class AudioTower(Encoder):
     @property
     def embed_dim(self) -> int:
         return self.params.embed_dim
+
+    def check_files(self, paths: Sequence[str]) -> list[str]:
+        """One ``"<path>: <problem>"`` line per WAV file this tower cannot read (silent, clipped, truncated, not WAV,
+        ...; :func:`cl_imagebind.audio_io.read_audio`), all files read before any is embedded (``cl caption``)."""
+        return check_audio_files(paths, sample_rate=self.params.sample_rate)[1]
 
     def prepare(self, items: Sequence[Any]) -> dict[str, Tensor]:
         """``{"wave": [B, clips, clip samples] float32, "length": [B, clips] int64}`` (samples of sound in each

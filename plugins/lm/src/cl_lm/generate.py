@@ -16,6 +16,7 @@ What it does, per method (:class:`Decoding`):
   full and the best running beam, normalised by the current length, cannot beat the worst of them. These are
   the semantics of ``transformers``' ``generate(num_beams=..., early_stopping=False)`` (its default), so both
   give the same texts on the same weights (``length_penalty = 1.0``, the default, divides by the length).
+  The bookkeeping is :class:`cl_lm.beams.Beams` (re-exported here), which other searches share (ZeroCap).
 * ``"sample"``: logits / ``temperature``, then the ``top_k`` most probable tokens, then the smallest set whose
   probability reaches ``top_p`` (nucleus sampling, Holtzman et al., 2020, "The Curious Case of Neural Text
   Degeneration"), then one draw by inverse CDF with a uniform number from a generator seeded by (``seed``, row
@@ -40,8 +41,12 @@ import torch
 from attrs import field, frozen, validators
 from torch import Tensor
 
-#: Score of an impossible hypothesis (``transformers`` uses the same constant, so rankings agree).
-NEG = -1.0e9
+# the beam-search bookkeeping, shared with other searches (ZeroCap); re-exported here
+from .beams import NEG as NEG
+from .beams import Beams as Beams
+from .beams import Hypotheses as Hypotheses
+from .beams import Step as Step
+
 METHODS = ("greedy", "beam", "sample")
 
 
@@ -180,12 +185,19 @@ def _select_cache(cache: Any, index: Tensor) -> Any:
     return tuple(tuple(t.index_select(0, index) for t in layer) for layer in cache)
 
 
-class _Runner:
-    """Holds one batch's inputs, attention mask, positions and cache; gives the next-token logits ``[b, V]``."""
+class Runner:
+    """Holds one batch's inputs, attention mask, positions and cache; gives the next-token logits ``[b, V]``.
 
-    def __init__(self, model: Any, embeds: Tensor, mask: Tensor, use_cache: bool) -> None:
+    With ``hidden``, each call also leaves the last layer's states of the positions it ran in :attr:`hidden`
+    (``[b, L, D]`` after :meth:`start`, ``[b, 1, D]`` after :meth:`step`; the final layer norm applied, as
+    ``transformers`` returns ``hidden_states[-1]``): what contrastive and magic search compare candidates with.
+    """
+
+    def __init__(self, model: Any, embeds: Tensor, mask: Tensor, use_cache: bool, *, hidden: bool = False) -> None:
         self.model = model
         self.use_cache = use_cache
+        self.want_hidden = hidden
+        self.hidden: Tensor | None = None
         self.embed = model.get_input_embeddings()
         self.mask = mask
         self.positions = (mask.cumsum(-1) - 1).clamp(min=0).masked_fill(mask == 0, 0)
@@ -196,10 +208,16 @@ class _Runner:
         # transformers >= 5 names the KV cache ``cache``; earlier versions ``past_key_values``
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
-    def _forward(self, cache: Any = None, **kwargs: Any) -> Tensor:
+    def _forward(self, cache: Any = None, *, new: int | None = None, **kwargs: Any) -> Tensor:
+        """Run the model; ``new``: the trailing positions whose hidden states to keep (None: all)."""
         if cache is not None:
             kwargs[self._cache_arg] = cache
+        if self.want_hidden:
+            kwargs["output_hidden_states"] = True
         out = self.model(**kwargs, **self._keep, use_cache=self.use_cache, return_dict=True)
+        if self.want_hidden:
+            states = out.hidden_states[-1]
+            self.hidden = states if new is None else states[:, -new:]
         if self.use_cache:
             cache = getattr(out, "cache", None)
             self.cache = cache if cache is not None else out.past_key_values
@@ -215,10 +233,10 @@ class _Runner:
         self.positions = torch.cat([self.positions, self.positions[:, -1:] + 1], dim=1)
         new = self.embed(tokens[:, None])
         if self.use_cache:
-            return self._forward(self.cache, inputs_embeds=new, attention_mask=self.mask,
+            return self._forward(self.cache, new=1, inputs_embeds=new, attention_mask=self.mask,
                                  position_ids=self.positions[:, -1:])
         self.embeds = torch.cat([self.embeds, new.to(self.embeds.dtype)], dim=1)
-        return self._forward(inputs_embeds=self.embeds, attention_mask=self.mask, position_ids=self.positions)
+        return self._forward(new=1, inputs_embeds=self.embeds, attention_mask=self.mask, position_ids=self.positions)
 
     def select(self, index: Tensor) -> None:
         """Keep (reorder, repeat) the batch rows at ``index``."""
@@ -230,7 +248,7 @@ class _Runner:
             self.embeds = self.embeds.index_select(0, index)
 
 
-def _inputs(model: Any, prefix: Tensor | None, prompts: list[list[int]]) -> tuple[Tensor, Tensor]:
+def prompt_inputs(model: Any, prefix: Tensor | None, prompts: list[list[int]]) -> tuple[Tensor, Tensor]:
     """Left-padded ``[b, L, D]`` input embeddings (prefix, then the prompt's token embeddings) and ``[b, L]`` mask."""
     embed = model.get_input_embeddings()
     device, dtype = embed.weight.device, embed.weight.dtype
@@ -311,8 +329,8 @@ def _greedy_or_sample(model: Any, prefix: Tensor | None, prompts: list[list[int]
                       eos_id: int, pad_id: int, tokenizer: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Greedy or sampled ids ``[b, max_new_tokens]`` (pad after a row's end), generated lengths ``[b]``, summed
     log-probabilities ``[b]`` and whether each row ended ``[b]``."""
-    embeds, mask = _inputs(model, prefix, prompts)
-    runner = _Runner(model, embeds, mask, s.use_cache)
+    embeds, mask = prompt_inputs(model, prefix, prompts)
+    runner = Runner(model, embeds, mask, s.use_cache)
     b, device = len(prompts), embeds.device
     out = torch.full((b, s.max_new_tokens), pad_id, dtype=torch.long, device=device)
     lengths = torch.zeros(b, dtype=torch.long, device=device)
@@ -349,71 +367,29 @@ def _greedy_or_sample(model: Any, prefix: Tensor | None, prompts: list[list[int]
 def _beam(model: Any, prefix: Tensor | None, prompts: list[list[int]], s: Decoding, eos_id: int, pad_id: int,
           tokenizer: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The best hypothesis of each row: ids ``[b, max_new_tokens]``, generated lengths, normalised scores and
-    whether it ended (end token or stop string) rather than reached ``max_new_tokens``."""
-    embeds, mask = _inputs(model, prefix, prompts)
-    runner = _Runner(model, embeds, mask, s.use_cache)
-    b, w, n, device = len(prompts), s.beam_size, s.max_new_tokens, embeds.device
-    keep_k = 2 * w  # one end token: at least w unfinished continuations survive every step
-    run_tok = torch.full((b, w, n), pad_id, dtype=torch.long, device=device)
-    run_score = torch.zeros(b, w, device=device)
-    run_score[:, 1:] = NEG  # only the first beam's continuations at the first step
-    fin_tok = torch.full((b, w, n), pad_id, dtype=torch.long, device=device)
-    fin_score = torch.full((b, w), NEG, device=device)
-    fin_done = torch.zeros(b, w, dtype=torch.bool, device=device)
-    fin_len = torch.zeros(b, w, dtype=torch.long, device=device)
-    fin_end = torch.zeros(b, w, dtype=torch.bool, device=device)
-    open_ = torch.ones(b, dtype=torch.bool, device=device)  # the early-stop heuristic not yet satisfied
-    first = torch.arange(keep_k, device=device) < w
+    whether it ended (end token or stop string) rather than reached ``max_new_tokens``. The search's bookkeeping
+    is :class:`~cl_lm.beams.Beams`; this runs the model (one prefill per row, then the cache of each kept beam)."""
+    embeds, mask = prompt_inputs(model, prefix, prompts)
+    runner = Runner(model, embeds, mask, s.use_cache)
+    b, w, device = len(prompts), s.beam_size, embeds.device
+    beams = Beams(b, w, s.max_new_tokens, eos_id=eos_id, pad_id=pad_id, length_penalty=s.length_penalty,
+                  device=device)
+
+    def stops(cand: Tensor) -> Tensor:  # [a, 2w, t] candidate ids -> [a, 2w] whether their text has a stop string
+        a, k, t = cand.shape
+        found = _hits(tokenizer, cand.reshape(a * k, t).tolist(), s.stop)
+        return torch.tensor(found, dtype=torch.bool, device=device).view(a, k)
+
     logits = runner.start()  # one prefill per row; its cache is then repeated for the beams
     runner.select(torch.arange(b, device=device).repeat_interleave(w))
     logits = logits.repeat_interleave(w, dim=0)
-    active = torch.arange(b, device=device)  # rows still searching (a settled row is dropped)
-    for t in range(n):
-        a = len(active)
-        vocab = logits.shape[-1]
-        logp = logits.log_softmax(-1).view(a, w, vocab) + run_score[active][:, :, None]
-        top_lp, top_idx = torch.topk(logp.view(a, w * vocab), keep_k, dim=-1)
-        src, token = top_idx // vocab, top_idx % vocab
-        cand = torch.take_along_dim(run_tok[active], src[:, :, None], dim=1)
-        cand[:, :, t] = token
-        ended = token == eos_id
-        if s.stop:
-            found = _hits(tokenizer, cand[:, :, : t + 1].reshape(a * keep_k, t + 1).tolist(), s.stop)
-            ended |= torch.tensor(found, dtype=torch.bool, device=device).view(a, keep_k)
-        hits = torch.ones_like(ended) if t == n - 1 else ended
-        # the best w continuations that go on
-        going = top_lp + hits.float() * NEG
-        nxt = torch.topk(going, w, dim=-1).indices
-        run_tok[active] = torch.take_along_dim(cand, nxt[:, :, None], dim=1)
-        run_score[active] = torch.take_along_dim(going, nxt, dim=1)
-        parent = torch.take_along_dim(src, nxt, dim=1)
-        # finished hypotheses among the best w continuations, normalised by their generated length
-        norm = top_lp / float((t + 1) ** s.length_penalty)
-        norm = norm + (~open_[active]).float()[:, None] * NEG + (~(hits & first)).float() * NEG
-        merged = torch.cat([fin_score[active], norm], dim=1)
-        best = torch.topk(merged, w, dim=-1).indices
-        fin_score[active] = torch.take_along_dim(merged, best, dim=1)
-        fin_tok[active] = torch.take_along_dim(torch.cat([fin_tok[active], cand], dim=1), best[:, :, None], dim=1)
-        fin_done[active] = torch.take_along_dim(torch.cat([fin_done[active], hits & first], dim=1), best, dim=1)
-        fin_end[active] = torch.take_along_dim(torch.cat([fin_end[active], ended], dim=1), best, dim=1)
-        fin_len[active] = torch.take_along_dim(torch.cat([fin_len[active], torch.full_like(token, t + 1)], dim=1),
-                                               best, dim=1)
-        # can the best running beam still beat the worst finished one (transformers' early_stopping=False)?
-        best_possible = run_score[active][:, :1] / float((t + 1) ** s.length_penalty)
-        worst = torch.where(fin_done[active], fin_score[active].min(dim=1, keepdim=True).values,
-                            torch.full_like(fin_score[active], NEG))
-        open_[active] &= (best_possible > worst).any(dim=1)
-        if t == n - 1 or not bool(open_[active].any()) or bool(hits.all()):
+    while True:
+        step = beams.advance(logits.log_softmax(-1).view(len(logits) // w, w, -1), stops if s.stop else None)
+        if beams.done:
             break
-        rows_of = (torch.arange(a, device=device)[:, None] * w + parent).view(-1)  # batch rows of the kept beams
-        still = open_[active]
-        if not bool(still.all()):
-            keep = still.nonzero()[:, 0]
-            rows_of = rows_of.view(a, w)[keep].view(-1)
-            active = active[keep]
-        runner.select(rows_of)
-        logits = runner.step(run_tok[active][:, :, t].reshape(-1))
-    return fin_tok[:, 0], fin_len[:, 0], fin_score[:, 0], fin_end[:, 0]
+        runner.select((step.kept[:, None] * w + step.parent).view(-1))  # batch rows of the kept beams
+        logits = runner.step(step.token.reshape(-1))
+    return beams.best()
 
 
 @torch.no_grad()

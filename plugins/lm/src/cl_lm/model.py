@@ -399,13 +399,51 @@ def make_tokenizer(params: GPT2Params, ctx: Any) -> LMTokenizer | None:
         raise
 
 
-def build_gpt2(params: GPT2Params, ctx: Any) -> GPT2Decoder:
-    """Factory of ``lm.gpt2``: the tokenizer (trained on the data's train split for ``"bpe"``), then the model
-    (random initialisation from the global torch RNG; a load replaces both with the saved ones).
+#: the params an ``init`` LM must share with the table that starts from it
+ARCHITECTURE = ("layers", "width", "heads", "context")
+
+
+def _from_init(params: GPT2Params, ctx: Any) -> GPT2Decoder:
+    """The LM of the ``init`` run with this table's params (dropout, decoding, trainable layers), or a stand-in
+    when the weights follow (a load replaces it; the ``init`` run need not exist where a run is loaded).
 
     Raises:
-        BuildError: see :func:`make_tokenizer`.
+        BuildError: the run cannot be loaded or holds no ``lm.gpt2``; its architecture differs from the table's.
     """
+    from cl_core.api import ClError
+
+    from .load import load_lm
+
+    if ctx.weights_follow:
+        return GPT2Decoder(params, bytes_tokenizer(), rows=params.vocab_size)
+    where = f"{ctx.path or 'decoder'}.init"
+    assert params.init is not None
+    from .params import INIT_SOURCE
+
+    try:
+        INIT_SOURCE(None, None, params.init)
+        start = load_lm(params.init)
+    except (ClError, ValueError) as exc:
+        raise BuildError(f"{where}: {exc}") from None
+    differ = [f"{k} = {getattr(start.params, k)} (the table says {getattr(params, k)})" for k in ARCHITECTURE
+              if getattr(start.params, k) != getattr(params, k)]
+    if differ:
+        raise BuildError(f"{where}: {params.init} has another architecture: " + "; ".join(differ))
+    lm = GPT2Decoder(params, start.tokenizer, rows=start.model.config.vocab_size)
+    lm.model.load_state_dict(start.model.state_dict())
+    return lm
+
+
+def build_gpt2(params: GPT2Params, ctx: Any) -> GPT2Decoder:
+    """Factory of ``lm.gpt2``: the tokenizer (trained on the data's train split for ``"bpe"``), then the model
+    (random initialisation from the global torch RNG; a load replaces both with the saved ones); with ``init``,
+    the weights and tokenizer of that run.
+
+    Raises:
+        BuildError: see :func:`make_tokenizer` and :func:`_from_init`.
+    """
+    if params.init is not None:
+        return _from_init(params, ctx)
     tokenizer = make_tokenizer(params, ctx)
     if tokenizer is None:  # a load: a stand-in of the right size; the saved tokenizer replaces it
         return GPT2Decoder(params, bytes_tokenizer(), rows=params.vocab_size)

@@ -37,6 +37,18 @@ def stop_strings(_: Any, __: Any, value: tuple[str, ...]) -> None:
         raise ValueError(f"stop strings must be non-empty strings, got {list(value)!r}")
 
 
+#: What ``init`` may name (checked by the factory: see :func:`_init`).
+INIT_SOURCE = folder_or_hub_id()
+
+
+def _init(_: Any, __: Any, value: str | None) -> None:
+    """Checked by the factory instead (``cl_lm.model``), when it starts from the run: a saved LM holds its own
+    weights and loads where the ``init`` run does not exist."""
+
+
+_init.absolute = INIT_SOURCE.absolute  # type: ignore[attr-defined]  # a run saves an existing folder absolute
+
+
 @frozen(kw_only=True)
 class GPT2Params:
     """``lm.gpt2``: a small GPT-2-style causal language model (``transformers``' ``GPT2LMHeadModel``, Radford et
@@ -76,6 +88,10 @@ class GPT2Params:
         seed: ``"sample"``: row i of a call draws from a generator seeded by (seed, i), so a seed gives the same
             texts whatever the batch size.
         stop: strings that end a text (cut before them), besides the end-of-text token.
+        init: an ``lm.gpt2`` run (folder, ``runs/lm-english-*`` glob for the newest, or ``org/name[@rev]``) whose
+            weights and tokenizer this LM starts from: fine-tuning, e.g. adapting the English LM to a caption
+            corpus as MAGIC does. Its architecture (``layers``, ``width``, ``heads``, ``context``) must be the one
+            this table gives; its tokenizer replaces ``tokenizer``.
     """
 
     tokenizer: str = field(default="bpe", validator=folder_or_hub_id(*TOKENIZERS))
@@ -95,6 +111,7 @@ class GPT2Params:
     temperature: float = field(default=1.0, validator=validators.gt(0))
     seed: int = 0
     stop: tuple[str, ...] = field(default=(), validator=stop_strings)
+    init: str | None = field(default=None, validator=_init)
 
     def __attrs_post_init__(self) -> None:
         if self.width % self.heads:
