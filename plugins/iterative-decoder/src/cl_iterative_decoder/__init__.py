@@ -16,8 +16,8 @@ from importlib import import_module
 from typing import Any
 
 #: public name -> the module that defines it
-_WHERE = {"MagicSettings": "magic", "magic_search": "magic", "TextSimilarity": "similarity",
-          "ZeroCapSettings": "zerocap", "zerocap_search": "zerocap", "zerocap_hypotheses": "zerocap"}
+_WHERE = {"MagicSettings": "settings", "magic_search": "magic", "TextSimilarity": "similarity",
+          "ZeroCapSettings": "settings", "zerocap_search": "zerocap", "zerocap_hypotheses": "zerocap"}
 
 __all__ = sorted(_WHERE)
 

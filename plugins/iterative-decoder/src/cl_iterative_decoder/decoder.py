@@ -11,16 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor
 
 from cl_core.api import BuildError, ClError, Decoder, spec_problem
 
-from .magic import MagicSettings, magic_search
+from .magic import magic_search
 from .params import IterativeParams, MagicParams, ZeroCapParams
 from .similarity import TextSimilarity
-from .zerocap import ZeroCapSettings, zerocap_search
+from .zerocap import zerocap_search
 
 
 class IterativeDecoder(Decoder):
@@ -78,18 +77,13 @@ class IterativeDecoder(Decoder):
         return self
 
 
-def _settings(cls: type, params: Any) -> Any:
-    """The search settings ``cls`` (an attrs class) takes from the params' fields of the same names."""
-    return cls(**{f.name: getattr(params, f.name) for f in attrs.fields(cls) if hasattr(params, f.name)})
-
-
 class MagicDecoder(IterativeDecoder):
     """MAGIC's magic search (:mod:`cl_iterative_decoder.magic`)."""
 
     method = "iterative.magic"
 
     def _search(self, queries: Tensor, max_length: int) -> list[list[int]]:
-        return magic_search(self.lm, self.similarity, queries, settings=_settings(MagicSettings, self.params),
+        return magic_search(self.lm, self.similarity, queries, settings=self.params,
                             max_length=max_length, prompt=self._prompt)
 
 
@@ -99,7 +93,7 @@ class ZeroCapDecoder(IterativeDecoder):
     method = "iterative.zerocap"
 
     def _search(self, queries: Tensor, max_length: int) -> list[list[int]]:
-        return zerocap_search(self.lm, self.similarity, queries, settings=_settings(ZeroCapSettings, self.params),
+        return zerocap_search(self.lm, self.similarity, queries, settings=self.params,
                               max_length=max_length, prompt=self._prompt)
 
 

@@ -24,34 +24,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from attrs import field, frozen
 from torch import Tensor
 
 from cl_lm.generate import Runner, prompt_inputs
 
-from .checks import at_least, fraction, positive
+from .settings import MagicSettings
 from .similarity import TextSimilarity
-
-
-@frozen(kw_only=True)
-class MagicSettings:
-    """The search's knobs (MAGIC's MSCOCO defaults: k = 45, alpha = 0.1, beta = 2.0).
-
-    Attributes:
-        k: candidates per step (the LM's k most probable next tokens).
-        alpha: weight of the degeneration penalty (and 1 - alpha of the LM probability).
-        beta: weight of the text tower's term (0: contrastive search).
-        logit_scale: multiplies the cosines before the softmax over candidates (CLIP's 100 in MAGIC).
-        window: tokens of generated text the text tower reads (MAGIC: the last 60).
-        kv_cache: keep the LM's keys and values between steps (False: run the whole sequence again each step).
-    """
-
-    k: int = field(default=45, validator=at_least(1))
-    alpha: float = field(default=0.1, validator=fraction)
-    beta: float = field(default=2.0, validator=at_least(0))
-    logit_scale: float = field(default=100.0, validator=positive)
-    window: int = field(default=60, validator=at_least(1))
-    kv_cache: bool = True
 
 
 def magic_search(lm: Any, similarity: TextSimilarity | None, queries: Tensor, *, settings: MagicSettings,

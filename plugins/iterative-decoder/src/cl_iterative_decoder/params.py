@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 from attrs import frozen, validators
 
 from cl_core.api import folder_or_hub_id
 
-from .checks import at_least, fraction, positive
+from .settings import MagicSettings, ZeroCapSettings
 
 #: the LM the decoders take when a table names none: the newest run of specs/lm-emoji-captions.toml, the English
 #: LM adapted to the caption text (as MAGIC adapts GPT-2 to its caption corpus)
@@ -21,7 +21,7 @@ def _role(_: Any, attribute: Any, value: str) -> None:
         raise ValueError(f"{attribute.name} must not be empty")
 
 
-@frozen(kw_only=True)
+@frozen(kw_only=True, slots=False)  # no slots: the params classes also extend a slotted settings class
 class IterativeParams:
     """What every iterative decoder takes: an LM that proposes words and the text tower that judges them.
 
@@ -45,65 +45,21 @@ class IterativeParams:
 
 
 @frozen(kw_only=True)
-class MagicParams(IterativeParams):
+class MagicParams(IterativeParams, MagicSettings):
     """``iterative.magic``: MAGIC's magic search (Su et al., 2022, "Language Models Can See: Plugging Visual
     Controls in Text Generation"): the LM proposes its ``k`` most probable next tokens, each is scored (1 - alpha)
     p(v) - alpha * (SimCTG degeneration penalty) + beta * softmax(logit_scale * cos(query, text tower(text + v))),
-    and the best is kept (:mod:`cl_iterative_decoder.magic`). See :class:`IterativeParams` for the shared fields.
-
-    Attributes:
-        k: candidates per step (MAGIC, MSCOCO: 45).
-        alpha: degeneration penalty weight (MAGIC: 0.1).
-        beta: weight of the text tower's term (MAGIC: 2.0; 0 is contrastive search).
-        logit_scale: multiplies the cosines in the softmax over candidates (CLIP's 100, as MAGIC uses).
-        window: tokens of the generated text the text tower reads (MAGIC: the last 60).
+    and the best is kept (:mod:`cl_iterative_decoder.magic`). The fields are :class:`IterativeParams`' and the
+    search's :class:`~cl_iterative_decoder.settings.MagicSettings` (MAGIC's MSCOCO defaults), which the decoder
+    passes to the search as they are.
     """
-
-    k: int = attrs.field(default=45, validator=at_least(1))
-    alpha: float = attrs.field(default=0.1, validator=fraction)
-    beta: float = attrs.field(default=2.0, validator=at_least(0))
-    logit_scale: float = attrs.field(default=100.0, validator=positive)
-    window: int = attrs.field(default=60, validator=at_least(1))
 
 
 @frozen(kw_only=True)
-class ZeroCapParams(IterativeParams):
+class ZeroCapParams(IterativeParams, ZeroCapSettings):
     """``iterative.zerocap``: ZeroCap (Tewel et al., CVPR 2022, "ZeroCap: Zero-Shot Image-to-Text Generation for
     Visual-Semantic Arithmetic"): beam search of the LM whose past keys and values are shifted, token by token, by
     gradient steps toward the text tower's similarity to the query, with a fluency term, and the final beam picked
-    by similarity (:mod:`cl_iterative_decoder.zerocap`; ZeroCap's ``run.py`` defaults). See
-    :class:`IterativeParams` for the shared fields.
-
-    Attributes:
-        iterations: gradient steps on the context per generated token (ZeroCap: 5; 0 is the LM's beam search).
-        top: candidates per step and beam that the text tower scores (ZeroCap: 512).
-        clip_temperature: divides the similarities in the target's softmax (ZeroCap: 0.01).
-        clip_scale: weight of the cross-entropy to the target (ZeroCap: 1).
-        ce_scale: weight of the fluency term KL(p_shifted || p_orig) (ZeroCap: 0.2).
-        stepsize: size of each normalised gradient step (ZeroCap: 0.3).
-        grad_norm_factor: the step divides the gradient by its norm to this power (ZeroCap: 0.9).
-        fusion: weight of the shifted distribution in the output, p_shifted ** fusion * p_orig ** (1 - fusion),
-            renormalised (ZeroCap: 0.99).
-        beam_size: beams per query (ZeroCap: 5).
-        length_penalty: a finished beam scores sum log p / L ** length_penalty (L its tokens, the end included).
-        end_factor: multiplies the end token's probability from the second generated token on (ZeroCap: 1.01).
-        first_end_factor: divides it at the first generated token (ZeroCap: 1.6).
-        window: tokens of the generated text the text tower reads (the last ones).
-        pick: the caption among the finished beams: ``"clip"`` the most similar to the query through the text tower
-            (ZeroCap), ``"lm"`` the best length-normalised LM score.
+    by similarity (:mod:`cl_iterative_decoder.zerocap`). The fields are :class:`IterativeParams`' and the search's
+    :class:`~cl_iterative_decoder.settings.ZeroCapSettings` (ZeroCap's ``run.py`` defaults).
     """
-
-    iterations: int = attrs.field(default=5, validator=at_least(0))
-    top: int = attrs.field(default=512, validator=at_least(1))
-    clip_temperature: float = attrs.field(default=0.01, validator=positive)
-    clip_scale: float = attrs.field(default=1.0, validator=at_least(0))
-    ce_scale: float = attrs.field(default=0.2, validator=at_least(0))
-    stepsize: float = attrs.field(default=0.3, validator=at_least(0))
-    grad_norm_factor: float = attrs.field(default=0.9, validator=at_least(0))
-    fusion: float = attrs.field(default=0.99, validator=fraction)
-    beam_size: int = attrs.field(default=5, validator=at_least(1))
-    length_penalty: float = 1.0
-    end_factor: float = attrs.field(default=1.01, validator=positive)
-    first_end_factor: float = attrs.field(default=1.6, validator=positive)
-    window: int = attrs.field(default=60, validator=at_least(1))
-    pick: Literal["clip", "lm"] = "clip"
