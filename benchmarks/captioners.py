@@ -158,6 +158,19 @@ def _metrics(args: argparse.Namespace, name: str, decoder: Any = None) -> Any:
     return CaptionMetrics(params, decoder)
 
 
+def _conditions(pipeline: Any, decoder: Any, items: list, args: argparse.Namespace) -> list:
+    """What the decoder decodes, batch by batch: the items' embeddings, or their encoder outputs with token states
+    for a decoder that reads them (CoCa's captioner)."""
+    if not getattr(decoder, "reads_tokens", False):
+        embeddings = pipeline.embed(args.role, items, batch_size=args.batch_size)
+        return [embeddings[at : at + args.batch_size] for at in range(0, len(items), args.batch_size)]
+    encoder = pipeline.encoders[args.role]
+    encoder.eval()
+    with torch.no_grad():
+        return [encoder.encode_states(encoder.prepare(items[at : at + args.batch_size]))
+                for at in range(0, len(items), args.batch_size)]
+
+
 def _decode_seconds(pipeline: Any, decoder: Any, dataset: Any, args: argparse.Namespace) -> dict[str, float]:
     """Seconds per 100 captions of ``decoder.decode`` alone, on the image embeddings of each split."""
     from cl_captions.references import fetch
@@ -167,12 +180,12 @@ def _decode_seconds(pipeline: Any, decoder: Any, dataset: Any, args: argparse.Na
         if split == "train" or len(source) == 0:
             continue
         items = fetch(source, [args.role], _indices(source, args))[args.role]
-        embeddings = pipeline.embed(args.role, items, batch_size=args.batch_size)
+        conditions = _conditions(pipeline, decoder, items, args)
         decoder.eval()
         getattr(decoder, "clear_cache", lambda: None)()  # a decoder that keeps caches across calls starts cold
         start = time.perf_counter()
-        for at in range(0, len(items), args.batch_size):
-            decoder.decode(embeddings[at : at + args.batch_size], max_length=args.max_length)
+        for condition in conditions:
+            decoder.decode(condition, max_length=args.max_length)
         out[split] = 100.0 * (time.perf_counter() - start) / len(items)
     return out
 

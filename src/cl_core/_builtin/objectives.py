@@ -91,18 +91,25 @@ class CaptionObjective(Objective):
                  name: str | None = None) -> None:
         super().__init__()
         self.refer("decoder", decoder)
-        self.roles = (condition,)
-        self.token_roles = (condition,) if decoder.reads_tokens else ()
-        self.input_roles = (target,)
         self.condition, self.target = condition, target
+        self.from_states = decoder.reads_target_states
+        if self.from_states:  # the target role is encoded (its token states continue into the decoder)
+            self.roles = tuple(dict.fromkeys((condition, target)))
+            self.token_roles = tuple(dict.fromkeys(((condition,) if decoder.reads_tokens else ()) + (target,)))
+            self.input_roles = ()
+        else:
+            self.roles = (condition,)
+            self.token_roles = (condition,) if decoder.reads_tokens else ()
+            self.input_roles = (target,)
         self.weight = weight
         self.name = name or "caption"
 
     def prepare(self, batch: Batch) -> dict[str, Tensor]:
-        return self.decoder.prepare(batch.inputs[self.target])
+        return {} if self.from_states else self.decoder.prepare(batch.inputs[self.target])
 
     def _compute(self, batch: EncodedBatch) -> LossOutput:
-        return self.decoder.caption_loss(batch.outputs[self.condition], batch.own)
+        text = batch.outputs[self.target] if self.from_states else None
+        return self.decoder.caption_loss(batch.outputs[self.condition], batch.own, text)
 
 
 def _roles(params_roles: Sequence[str] | None, ctx: Any) -> tuple[str, str]:
@@ -155,7 +162,8 @@ def build_caption(params: CaptionObjectiveParams, ctx: Any) -> CaptionObjective:
 
     Raises:
         SpecError: no ``[decoder]``, a decoder that does not train, or a condition role with no encoder (or
-            one without the token states the decoder reads).
+            one without the token states the decoder reads); for a decoder that ``reads_target_states``, a target
+            role other than its own or one whose encoder gives no token states.
     """
     from ..build import spec_problem
 
@@ -173,5 +181,13 @@ def build_caption(params: CaptionObjectiveParams, ctx: Any) -> CaptionObjective:
         raise spec_problem(ctx, f"{ctx.path}.condition",
                            f"the decoder cross-attends to token states, and the encoder of role "
                            f"{params.condition!r} ({ctx.spec.encoders[params.condition].type}) gives none")
+    if decoder.reads_target_states:
+        if params.target != decoder.target_role:
+            raise spec_problem(ctx, f"{ctx.path}.target", f"{params.target!r}, and the decoder continues the token "
+                                                          f"states of role {decoder.target_role!r}",
+                               f"target = \"{decoder.target_role}\"")
+        if params.target not in ctx.encoders or not ctx.encoders[params.target].provides_tokens:
+            raise spec_problem(ctx, f"{ctx.path}.target", f"the decoder continues the token states of role "
+                                                          f"{params.target!r}, and no encoder of that role gives them")
     return CaptionObjective(decoder, condition=params.condition, target=params.target, weight=params.weight,
                             name=params.name)

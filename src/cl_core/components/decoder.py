@@ -26,10 +26,18 @@ class Decoder(nn.Module, abc.ABC):
     * ``trainable``: implements :meth:`prepare` and :meth:`_caption_loss`.
     * ``reads_tokens``: conditions on the token states of its conditioning role (cross-attention, as
       CoCa); the pipeline then asks that encoder for them (its encoder must ``provide_tokens``).
+    * ``reads_target_states``: continues the pass of the *target* role's encoder instead of preparing targets
+      itself: the ``core.caption`` objective hands :meth:`caption_loss` that role's encoder output (token
+      states, mask, and the token ids in ``extras["ids"]``) of the same forward pass that gave its embedding.
+      CoCa's multimodal text layers run on top of its unimodal text tower this way (Yu et al., 2022, §3.2), so
+      the caption costs no second text pass. Such a decoder names the role in :attr:`target_role`.
     """
 
     trainable: ClassVar[bool] = False
     reads_tokens: ClassVar[bool] = False
+    reads_target_states: ClassVar[bool] = False
+    #: the encoder role whose states a ``reads_target_states`` decoder continues (None for the others)
+    target_role: str | None = None
 
     @abc.abstractmethod
     def _decode(self, embeddings: Tensor, *, max_length: int) -> list[str]: ...
@@ -80,13 +88,19 @@ class Decoder(nn.Module, abc.ABC):
     def _caption_loss(self, condition: EncoderOutput, targets: Mapping[str, Tensor]) -> LossOutput:
         raise NotImplementedError(f"{type(self).__qualname__} is not a trainable decoder")
 
-    def caption_loss(self, condition: EncoderOutput, targets: Mapping[str, Tensor]) -> LossOutput:
+    def _caption_loss_from_states(self, condition: EncoderOutput, text: EncoderOutput) -> LossOutput:
+        raise NotImplementedError(f"{type(self).__qualname__} does not read the target role's states")
+
+    def caption_loss(self, condition: EncoderOutput, targets: Mapping[str, Tensor],
+                     text: EncoderOutput | None = None) -> LossOutput:
         """The caption loss of a batch: ``condition`` is the conditioning role's encoder output (``embedding
         [B, N]``, and ``tokens [B, T, D]`` when the decoder ``reads_tokens``), ``targets`` what :meth:`prepare`
-        made of the B captions. Returns a scalar (mean over target tokens) plus named parts.
+        made of the B captions; for a decoder that ``reads_target_states``, ``text`` is the target role's encoder
+        output instead (``targets`` is then empty). Returns a scalar (mean over target tokens) plus named parts.
 
         Raises:
-            ValueError: the condition and the targets disagree on B, or the value is not a scalar.
+            ValueError: the condition and the targets (or ``text``) disagree on B, ``text`` missing for a decoder
+                that reads it, or the value is not a scalar.
             FloatingPointError: the loss is not finite.
         """
         rows = condition.embedding.shape[0]
@@ -94,7 +108,16 @@ class Decoder(nn.Module, abc.ABC):
             if value.shape[0] != rows:
                 raise ValueError(f"{type(self).__qualname__}: targets[{name!r}] has {value.shape[0]} rows for "
                                  f"{rows} conditioning embeddings")
-        out = self._caption_loss(condition, targets)
+        if self.reads_target_states:
+            if text is None or text.tokens is None:
+                raise ValueError(f"{type(self).__qualname__} continues the target role's token states: pass that "
+                                 "encoder's encode_states() output as text")
+            if text.embedding.shape[0] != rows:
+                raise ValueError(f"{type(self).__qualname__}: {text.embedding.shape[0]} target rows for {rows} "
+                                 "conditioning embeddings")
+            out = self._caption_loss_from_states(condition, text)
+        else:
+            out = self._caption_loss(condition, targets)
         if out.value.dim() != 0:
             raise ValueError(f"{type(self).__qualname__} must return a scalar loss, got {list(out.value.shape)}")
         check_finite(out.value, "caption loss", type(self).__qualname__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -152,7 +153,12 @@ class EncoderContract(ComponentContract):
 
     def test_gradients_reach_trainable_parameters(self, component, items) -> None:
         component.train()
-        out = component.encode(component.prepare(items))
+        if component.provides_tokens:  # parameters that only serve the token states (CoCa's captioning pooler)
+            states = component.encode_states(component.prepare(items))
+            out = states.embedding if states.tokens is None else \
+                torch.cat([states.embedding.flatten(), states.tokens.flatten()])
+        else:
+            out = component.encode(component.prepare(items))
         if self.frozen:  # a locked tower: nothing trains and nothing records a graph
             assert not out.requires_grad and not any(p.requires_grad for p in component.parameters())
             return
@@ -545,8 +551,18 @@ class DecoderContract(ComponentContract):
         if not component.trainable:
             pytest.skip("not a trainable decoder")
 
+    def caption_inputs(self, component, captions: Sequence[str]) -> tuple[Any, Any]:
+        """``(targets, text)`` the caption loss of ``captions`` takes: ``prepare``'s targets and no text states. A
+        decoder that ``reads_target_states`` continues its target role's encoder instead: override this to give
+        ``({}, that encoder's encode_states() output)``."""
+        if getattr(component, "reads_target_states", False):
+            raise NotImplementedError("override caption_inputs() with the target role's encoder output")
+        return component.prepare(list(captions)), None
+
     def test_prepare_gives_one_row_per_caption(self, component) -> None:
         self._trainable(component)
+        if component.reads_target_states:
+            pytest.skip("its targets are the target role's encoder output (caption_inputs)")
         prepared = component.prepare(list(self.captions))
         assert prepared and all(v.shape[0] == len(self.captions) for v in prepared.values())
         assert all(v.device.type == "cpu" for v in prepared.values())
@@ -554,7 +570,7 @@ class DecoderContract(ComponentContract):
     def test_caption_loss_is_a_finite_scalar_with_gradients(self, component) -> None:
         self._trainable(component)
         component.train()
-        out = component.caption_loss(self.condition(len(self.captions)), component.prepare(list(self.captions)))
+        out = component.caption_loss(self.condition(len(self.captions)), *self.caption_inputs(component, self.captions))
         assert out.value.dim() == 0 and torch.isfinite(out.value)
         out.value.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in component.parameters()), \
@@ -564,23 +580,23 @@ class DecoderContract(ComponentContract):
         self._trainable(component)
         torch.manual_seed(0)
         component.train()
-        condition, targets = self.condition(len(self.captions)), component.prepare(list(self.captions))
+        condition = self.condition(len(self.captions))
         trainable = [p for p in component.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=1e-2)
         first = None
-        for _ in range(30):
-            value = component.caption_loss(condition, targets).value
-            first = float(value) if first is None else first
+        for _ in range(30):  # the inputs anew each step: a target role's states carry a graph of their own
+            value = component.caption_loss(condition, *self.caption_inputs(component, self.captions)).value
+            first = float(value.detach()) if first is None else first
             optimizer.zero_grad()
             value.backward()
             optimizer.step()
-        last = float(component.caption_loss(condition, targets).value)
+        last = float(component.caption_loss(condition, *self.caption_inputs(component, self.captions)).value)
         assert last < first * 0.8, f"30 steps on one batch should lower the caption loss: {first:.4f} -> {last:.4f}"
 
     def test_caption_loss_refuses_mismatched_rows(self, component) -> None:
         self._trainable(component)
         with pytest.raises(ValueError):
-            component.caption_loss(self.condition(2), component.prepare(list(self.captions)))
+            component.caption_loss(self.condition(2), *self.caption_inputs(component, self.captions))
 
 
 class ObjectiveContract(ComponentContract):
