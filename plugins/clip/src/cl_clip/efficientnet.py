@@ -118,16 +118,20 @@ class EfficientNetLite(ImageTower):
     def _features(self, net: nn.Module, pixels: Tensor) -> Tensor:
         if not self.pool_blocks:
             return net.extract_features(pixels).mean(dim=(2, 3))
+        maps, x = self.feature_maps(net, pixels)
+        return torch.cat([*(m.mean(dim=(2, 3)) for m in maps), x.mean(dim=(2, 3))], dim=1)
+
+    def feature_maps(self, net: nn.Module, pixels: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The output maps of ``pool_blocks`` (in block order) and the head convolution's map of ``net``."""
         x = net._swish(net._bn0(net._conv_stem(pixels)))
-        pooled = []
+        maps = []
         for index, block in enumerate(net._blocks):
             # Same drop-connect schedule as extract_features (it only acts in training mode).
             rate = net._global_params.drop_connect_rate * index / len(net._blocks)
             x = block(x, drop_connect_rate=rate)
             if index in self.pool_blocks:
-                pooled.append(x.mean(dim=(2, 3)))
-        x = net._swish(net._bn1(net._conv_head(x)))
-        return torch.cat([*pooled, x.mean(dim=(2, 3))], dim=1)
+                maps.append(x)
+        return maps, net._swish(net._bn1(net._conv_head(x)))
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cl_core.api import BuildError, Decoder, EncoderOutput, LossOutput, spec_problem
-from cl_lm.generate import Decoding, generate
+from cl_lm.generate import Decoding, decoding_of, generate
 
 from .layers import Block
 from .params import CoCaCaptionerParams
@@ -94,12 +94,7 @@ class CoCaCaptioner(Decoder):
     # -- generation ---------------------------------------------------------------------------------------------------
     def settings(self, **overrides: Any) -> Decoding:
         """The :class:`~cl_lm.generate.Decoding` of the params, with ``overrides``."""
-        p = self.params
-        values: dict[str, Any] = dict(method=p.method, beam_size=p.beam_size, length_penalty=p.length_penalty,
-                                      top_k=p.top_k, top_p=p.top_p, temperature=p.temperature, seed=p.seed,
-                                      stop=tuple(p.stop))
-        values.update(overrides)
-        return Decoding(**values)
+        return decoding_of(self.params, **overrides)
 
     def _decode(self, embeddings: Tensor, *, max_length: int) -> list[str]:
         raise ValueError("coca.captioner reads the image's captioning tokens: decode an encode_states() output")

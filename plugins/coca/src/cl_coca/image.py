@@ -60,14 +60,7 @@ class EfficientNetGrid(EfficientNetLite):
         _as_grid_tower(self, int(grid.shape[2] * grid.shape[3]), channels)
 
     def _features(self, net: nn.Module, pixels: Tensor) -> Tensor:
-        x = net._swish(net._bn0(net._conv_stem(pixels)))
-        maps = []
-        for index, block in enumerate(net._blocks):
-            rate = net._global_params.drop_connect_rate * index / len(net._blocks)
-            x = block(x, drop_connect_rate=rate)
-            if index in self.pool_blocks:
-                maps.append(x)
-        x = net._swish(net._bn1(net._conv_head(x)))
+        maps, x = self.feature_maps(net, pixels)
         grid = x.shape[-2:]
         x = torch.cat([F.adaptive_avg_pool2d(m, grid) for m in maps] + [x], dim=1)
         return x.flatten(2).transpose(1, 2).flatten(1)  # [B, h*w*C], token-major

@@ -87,6 +87,16 @@ class Decoding:
             raise ValueError(f"stop strings must be non-empty strings, got {list(self.stop)!r}")
 
 
+def decoding_of(params: Any, **overrides: Any) -> Decoding:
+    """The :class:`Decoding` of a decoder's params (``method``, ``beam_size``, ``length_penalty``, ``top_k``,
+    ``top_p``, ``temperature``, ``seed``, ``stop``), with ``overrides`` (``max_new_tokens``, ``method``, ...)."""
+    values: dict[str, Any] = dict(method=params.method, beam_size=params.beam_size,
+                                  length_penalty=params.length_penalty, top_k=params.top_k, top_p=params.top_p,
+                                  temperature=params.temperature, seed=params.seed, stop=tuple(params.stop))
+    values.update(overrides)
+    return Decoding(**values)
+
+
 @dataclass
 class Generated:
     """What :func:`generate` returns for B rows.

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from cl_core.api import BuildError, Decoder, EncoderOutput, FrozenParts, LossOutput, hf
 
-from .generate import Decoding, Generated, generate
+from .generate import Decoding, Generated, decoding_of, generate
 from .params import GPT2Params
 from .tokenizer import LMTokenizer, bytes_tokenizer, folder_tokenizer, minilm_tokenizer, train_bpe
 
@@ -111,12 +111,7 @@ class GPT2Decoder(FrozenParts, Decoder):
     def settings(self, **overrides: Any) -> Decoding:
         """The :class:`~cl_lm.generate.Decoding` of the params (method, beams, top-k/p, temperature, seed, stop),
         with ``overrides`` (``max_new_tokens``, ``method``, ...)."""
-        p = self.params
-        values: dict[str, Any] = dict(method=p.method, beam_size=p.beam_size, length_penalty=p.length_penalty,
-                                      top_k=p.top_k, top_p=p.top_p, temperature=p.temperature, seed=p.seed,
-                                      stop=tuple(p.stop))
-        values.update(overrides)
-        return Decoding(**values)
+        return decoding_of(self.params, **overrides)
 
     # -- language modelling --------------------------------------------------------------------------------------
     def _text_ids(self, texts: Sequence[str], what: str) -> list[list[int]]:
