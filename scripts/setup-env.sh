@@ -15,10 +15,15 @@ if ! python -c "import torch" 2>/dev/null; then
   # https://download.pytorch.org/whl/cpu (set PIP_EXTRA_INDEX_URL to use it).
   python -m pip install -q "torch==2.13.0"
 fi
-# espeak-ng (speech of the ImageBind job and its tests): a Debian package; installed when we are root with apt.
-if ! command -v espeak-ng >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
-    || echo "warning: could not install espeak-ng; speech tests will be skipped" >&2
+# Debian packages, installed when we are root with apt: espeak-ng (speech of the ImageBind job and its tests), and
+# chromium with its driver (the browser tests of `cl serve`). Without them those tests are skipped.
+missing=""
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium chromium-driver"
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  # shellcheck disable=SC2086  # one word per package
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+    || echo "warning: could not install$missing; the tests that need them will be skipped" >&2
 fi
 plugins=$(python - <<'PY'
 import tomllib

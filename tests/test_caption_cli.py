@@ -5,116 +5,19 @@ a clean message without a traceback."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from attrs import frozen
 from click.testing import CliRunner
 
 from cl_core import cli
-from cl_core.hookspecs import hookimpl
-from cl_core.registry import ComponentInfo
+from cl_core.testing import squares
+from cl_core.testing.squares import COLOURS
+from cl_core.testing.squares import square as _square
 
 PIL = pytest.importorskip("PIL.Image")
-
-COLOURS = {"red": (230, 20, 20), "green": (20, 200, 40), "blue": (30, 40, 230), "black": (0, 0, 0)}
-
-
-@frozen(kw_only=True)
-class SquaresParams:
-    """``shapes.squares``: 8 px colour squares (with noise) captioned "<colour> square"."""
-
-    size: int = 64
-
-
-@frozen(kw_only=True)
-class PixelsParams:
-    """``shapes.pixels``: an image encoder: the mean colour of a 4 x 4 thumbnail, then a linear map."""
-
-    embed_dim: int = 8
-
-
-def _square(colour: str, rng: np.random.Generator):
-    pixels = np.clip(np.array(COLOURS[colour]) + rng.normal(0, 8, (8, 8, 3)), 0, 255).astype(np.uint8)
-    return PIL.fromarray(pixels)
-
-
-def build_squares(params: SquaresParams, ctx: Any):
-    from cl_core.components import Dataset, DataSource
-
-    names = sorted(COLOURS)
-    rng = np.random.default_rng(0)
-
-    class Source(DataSource):
-        fields = ("image", "text")
-
-        def __init__(self, n: int) -> None:
-            self.labels = np.arange(n, dtype=np.int64) % len(names)
-            self.class_names = [f"{c} square" for c in names]
-            self.images = [_square(names[label], rng) for label in self.labels]
-
-        def __len__(self) -> int:
-            return len(self.labels)
-
-        def get(self, indices: Sequence[int]) -> dict[str, list[Any]]:
-            return {"image": [self.images[i] for i in indices],
-                    "text": [self.class_names[self.labels[i]] for i in indices]}
-
-    class Squares(Dataset):
-        def __init__(self) -> None:
-            self._splits = {"train": Source(params.size), "heldout": Source(8)}
-
-        def splits(self) -> Mapping[str, DataSource]:
-            return self._splits
-
-    return Squares()
-
-
-def build_pixels(params: PixelsParams, ctx: Any):
-    import torch
-
-    from cl_core.components import Encoder
-
-    class Pixels(Encoder):
-        modality = "image"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(3, params.embed_dim)
-
-        @property
-        def embed_dim(self) -> int:
-            return params.embed_dim
-
-        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-            rows = [np.asarray(i.convert("RGB").resize((4, 4)), dtype=np.float32).reshape(-1, 3).mean(0) / 255
-                    for i in items]
-            return {"x": torch.as_tensor(np.stack(rows) if rows else np.zeros((0, 3), np.float32))}
-
-        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return self.proj(inputs["x"])
-
-    return Pixels()
-
-
-class Shapes:
-    """The in-test plugin (``shapes``)."""
-
-    @staticmethod
-    @hookimpl
-    def cl_datasets():
-        yield ComponentInfo(name="shapes.squares", params=SquaresParams, factory=build_squares,
-                            summary="Colour squares captioned by colour.")
-
-    @staticmethod
-    @hookimpl
-    def cl_encoders():
-        yield ComponentInfo(name="shapes.pixels", params=PixelsParams, factory=build_pixels,
-                            summary="Mean colour, then a linear map.")
-
 
 SPEC = """
 format = 1
@@ -124,12 +27,12 @@ device = "cpu"
 output_dir = "{out}"
 name = "{name}"
 [data]
-type = "shapes.squares"
+type = "squares.images"
 [sampler]
 type = "core.in-batch"
 batch_size = 16
 [encoders.image]
-type = "shapes.pixels"
+type = "squares.pixels"
 [decoder]
 type = "toy.char-decoder"
 embed_dim = 8
@@ -151,7 +54,7 @@ def host():
 
     host = PluginHost(autoload=False)
     host.register(toy, name="toy")
-    host.register(Shapes, name="shapes")
+    host.register(squares, name="squares")
     return host
 
 
@@ -265,7 +168,7 @@ def test_help_lists_the_options(host, monkeypatch):
 
 
 def _two_towers(host, run: Path, folder: Path, *, same: bool) -> Path:
-    """A saved "bound" model with the roles ``image`` and ``sketch`` (both shapes.pixels): with ``same``, both
+    """A saved "bound" model with the roles ``image`` and ``sketch`` (both squares.pixels): with ``same``, both
     hold the squares run's image tower, so sketches embed into that run's space; otherwise both are random."""
     import torch
 
@@ -274,8 +177,8 @@ def _two_towers(host, run: Path, folder: Path, *, same: bool) -> Path:
     from cl_core.weights import from_pretrained, save_pretrained
 
     registry = host.registry()
-    spec = loads_spec('[data]\ntype = "shapes.squares"\n[encoders.image]\ntype = "shapes.pixels"\n'
-                      '[encoders.sketch]\ntype = "shapes.pixels"\n[scorer]\ntype = "core.cosine"\n'
+    spec = loads_spec('[data]\ntype = "squares.images"\n[encoders.image]\ntype = "squares.pixels"\n'
+                      '[encoders.sketch]\ntype = "squares.pixels"\n[scorer]\ntype = "core.cosine"\n'
                       '[loss]\ntype = "core.clip"', registry)
     torch.manual_seed(7)
     bound = build_pipeline(spec, registry)

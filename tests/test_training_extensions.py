@@ -376,3 +376,32 @@ def test_eval_of_a_missing_or_unfinished_run_is_a_clear_error(tmp_path, toy_host
         evaluate_run(tmp_path / "nope", host=toy_host)
     with pytest.raises(CheckpointError, match="not a finished run"):
         evaluate_run(tmp_path, host=toy_host)
+
+
+def test_prepare_threads_keep_the_batches_and_their_order(toy_spec, toy_host):
+    """trainer.data_workers = 3 runs prepare in three threads: the weights are those of one thread, bit for bit."""
+    from safetensors.torch import load_file
+
+    from cl_core.trainer import _prefetch
+
+    one = train(toy_spec(name="one")[0], host=toy_host, log=lambda m: None)
+    three = train(toy_spec("data_workers = 3", name="three")[0], host=toy_host, log=lambda m: None)
+    a, b = load_file(str(one.run_dir / "model.safetensors")), load_file(str(three.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    import time
+
+    def slow_for_early(i):  # the first batches take longest: order must still hold
+        time.sleep(0.02 * (5 - i) if i < 5 else 0)
+        return i * 10
+
+    out = list(_prefetch(iter(range(12)), slow_for_early, workers=4))
+    assert out == [(i, i * 10) for i in range(12)]
+
+    def fails(i):
+        if i == 3:
+            raise ValueError("bad item 3")
+        return i
+
+    with pytest.raises(ValueError, match="bad item 3"):
+        list(_prefetch(iter(range(8)), fails, workers=2))

@@ -202,18 +202,19 @@ def caption_role(pipeline: Any, role: str | None, modality: str) -> str:
 
 
 def tower_digest(module: Any) -> str:
-    """SHA-256 (hex) of a module's state dict: every tensor's name, dtype, shape and bytes, on the CPU, in sorted
-    name order. Two towers with one digest embed identically: they are one space's tower."""
+    """SHA-256 (hex) of a module's floating-point weights and buffers, in state-dict order: each tensor's dtype,
+    shape and bytes, on the CPU. Names are left out, so a tower wrapped by ``core.from-run`` (its keys under
+    ``encoder.``) digests as the tower of its source run. Two towers with one digest embed identically: they are one
+    space's tower."""
     import torch
 
     h = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        if not isinstance(value, torch.Tensor):
+    for value in module.state_dict().values():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
             continue
         t = value.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{t.dtype}{list(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

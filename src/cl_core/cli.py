@@ -460,5 +460,9 @@ def components(kind: str | None, as_json: bool) -> None:
             click.echo("\n".join(_wrap_items(row["params"], indent, width)))
 
 
+from . import cli_data  # noqa: E402,F401  (registers cl data)
+from . import cli_search  # noqa: E402,F401  (registers cl embed / index / search)
+from . import cli_serve  # noqa: E402,F401  (registers cl serve)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

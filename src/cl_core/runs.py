@@ -1,7 +1,8 @@
 """Runs: spec -> pipeline -> trained run directory.
 
 A run directory holds ``spec.toml`` (resolved, with provenance), ``checkpoint.safetensors``,
-``model.safetensors``, ``metrics.jsonl``, ``README.md`` (model card) and ``plots/``. Never a half-written
+``model.safetensors``, ``metrics.jsonl``, ``README.md`` (model card), ``plots/`` and, when the tensorboard
+package is installed, ``tensorboard/`` (:mod:`cl_core.tensorboard_log`). Never a half-written
 run: everything that can fail on bad input (spec, plugins, data, batch size) is checked *before* the
 directory is created, and a run that stops before its first checkpoint (interrupted, diverged, crashed)
 removes its directory, so a run directory left behind can be resumed or evaluated (short of a SIGKILL
@@ -361,7 +362,10 @@ def _fit_and_write(plan: _Plan, pipeline: Pipeline, trainer: TrainingLoop, run_d
         log(f"training {sum(p.numel() for p in pipeline.parameters() if p.requires_grad):,} parameters "
             f"on {plan.device} for {trainer.total_steps} steps ({trainer.steps_per_epoch} per epoch)")
         plots_dir = run_dir / "plots" if trainer.plots else None
-        results = trainer.fit(plots_dir=plots_dir)
+        try:
+            results = trainer.fit(plots_dir=plots_dir)
+        finally:  # before a stopped run's directory may be removed below
+            trainer.close_metrics()
         seconds = time.perf_counter() - started
         if plan.zero:
             _write_outputs(pipeline, trainer, run_dir, plots_dir, results, seconds, info)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,26 +99,31 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: int = 2) -> Iterator[tuple[Batch, Any]]:
-    """Prepare the next batches in a background thread while the model computes on this one.
+def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: int = 2,
+              workers: int = 1) -> Iterator[tuple[Batch, Any]]:
+    """Prepare the next batches in the background while the model computes on this one: a thread draws the
+    batches, and ``workers`` threads run ``prepare`` on them (decoding, resizing and tokenising release the GIL),
+    up to ``depth + workers`` batches ahead; batches come out in the sampler's order whatever finishes first.
 
-    ``prepare`` must not draw from the global RNG (augmentation happens on the device, in the encoder).
+    ``prepare`` must not draw from the global RNG (augmentation happens on the device, in the encoder) and must be
+    thread-safe (the encoders' caches are).
     """
-    q: queue.Queue = queue.Queue(maxsize=depth)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cl-prepare")
+    q: queue.Queue = queue.Queue(maxsize=depth + max(0, workers - 1))
     done = object()
     stop = threading.Event()
 
-    def worker() -> None:
+    def feeder() -> None:
         try:
             for batch in batches:
                 if stop.is_set():
                     return
-                q.put((batch, prepare(batch)))
+                q.put((batch, pool.submit(prepare, batch)))
             q.put(done)
         except BaseException as exc:  # re-raised in the consumer
             q.put(exc)
 
-    thread = threading.Thread(target=worker, daemon=True)
+    thread = threading.Thread(target=feeder, daemon=True)
     thread.start()
     try:
         while True:
@@ -126,7 +132,8 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            batch, prepared = item
+            yield batch, prepared.result()
     finally:
         stop.set()
         while thread.is_alive():
@@ -134,6 +141,7 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
                 q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_roles(pipeline: Pipeline, source: DataSource) -> None:
@@ -206,6 +214,7 @@ class Trainer(TrainingLoop):
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
         self.plots = spec.plots
+        self.tensorboard = spec.tensorboard
         self.step = 0
         self.step_lr = 0.0  # the learning rate of the last optimizer step (logged as "lr")
         self.epoch = 0
@@ -296,10 +305,11 @@ class Trainer(TrainingLoop):
             start = self.micro
             assert self.pipeline.sampler is not None  # a training pipeline has one
             batches = self.pipeline.sampler.batches(self.train_source, generator=generator, start=start)
-            if self.world_size > 1:
+            if self.world_size > 1 and not self.pipeline.sampler.rank_local:
                 batches = (distributed.shard_batch(batch) for batch in batches)
             yielded = 0
-            for offset, (batch, prepared) in enumerate(_prefetch(batches, self.pipeline.prepare)):
+            prefetched = _prefetch(batches, self.pipeline.prepare, workers=self.spec.data_workers)
+            for offset, (batch, prepared) in enumerate(prefetched):
                 yielded += 1
                 yield start + offset, batch, prepared
             if self.micro < self.micro_per_epoch and yielded == 0:

@@ -16,7 +16,14 @@ class Sampler(abc.ABC):
 
     The order of batches must be a function of ``generator``'s state alone, so a run resumed at
     ``start`` (batches already consumed this epoch) sees exactly the batches it would have seen.
+
+    Under ``torchrun`` every rank draws the same global batch and the trainer keeps the rank's share of it, unless
+    the sampler is ``rank_local``: then each rank's :meth:`batches` yields only that rank's share itself (a streaming
+    sampler whose ranks read different shards, ``datasets.stream``), the union over ranks being the global batch.
     """
+
+    #: :meth:`batches` yields this rank's share of each global batch (see the class docstring)
+    rank_local: bool = False
 
     @abc.abstractmethod
     def num_batches(self, source: DataSource) -> int:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from attrs import field, frozen
 
+from .. import tensorboard_log
 from .evaluator import run_evaluators
 
 if TYPE_CHECKING:
@@ -62,6 +63,15 @@ class TrainingLoop(abc.ABC):
     epoch: int = 0
     #: whether the run writes plots into ``plots/`` (a loop whose params have a ``plots`` switch sets it)
     plots: bool = True
+    #: whether the metrics also go to TensorBoard event files in ``tensorboard/`` when the ``tensorboard``
+    #: package is installed (a loop whose params have a ``tensorboard`` switch sets it); see
+    #: :mod:`cl_core.tensorboard_log`
+    tensorboard: bool = True
+    # The TensorBoard writer, opened on the first record (None: not yet; False: off or not installed), and on a
+    # resumed run the first step trained again, whose older events TensorBoard is told to discard. Class-level
+    # defaults, so a loop that does not call ``TrainingLoop.__init__`` still has them.
+    _events: tensorboard_log.EventWriter | bool | None = None
+    _purge_step: int | None = None
 
     def __init__(self, ctx: TrainContext) -> None:
         self.pipeline = ctx.pipeline
@@ -98,17 +108,36 @@ class TrainingLoop(abc.ABC):
         """Restore ``checkpoint_path``; raises :class:`~cl_core.errors.CheckpointError` when unusable."""
 
     def write_metrics(self, record: dict[str, Any]) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (rank 0 only)."""
+        """Append one JSON line to ``metrics.jsonl`` (rank 0 only), and its scalars to the run's TensorBoard
+        event files when ``tensorboard`` is on and the package is installed (:mod:`cl_core.tensorboard_log`)."""
         if self.rank != 0:
             return
         with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        if self._events is None:
+            writer = (tensorboard_log.open_writer(self.run_dir / tensorboard_log.TENSORBOARD_DIR,
+                                                  purge_step=self._purge_step) if self.tensorboard else None)
+            self._events = writer if writer is not None else False
+        if isinstance(self._events, tensorboard_log.EventWriter):
+            self._events.log(record)
+
+    def close_metrics(self) -> None:
+        """Close the TensorBoard event file, if one is open (the run calls it when the loop stops, finished or
+        not); a later record opens a new one."""
+        if isinstance(self._events, tensorboard_log.EventWriter):
+            self._events.close()
+        self._events = None
 
     def drop_metrics_after(self, step: int) -> None:
         """On resume: remove the ``metrics.jsonl`` lines logged after ``step`` (rank 0 only), so the metrics of
-        the steps that are trained again are not counted twice."""
+        the steps that are trained again are not counted twice; TensorBoard is told to discard their events
+        too (the next event file starts with a purge of the steps after ``step``)."""
         metrics = self.run_dir / METRICS_NAME
-        if self.rank != 0 or not metrics.exists():
+        if self.rank != 0:
+            return
+        self.close_metrics()
+        self._purge_step = step + 1
+        if not metrics.exists():
             return
         kept = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= step]
         metrics.write_text("".join(line + "\n" for line in kept))

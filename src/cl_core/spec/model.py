@@ -136,7 +136,14 @@ class AdamWParams:
         eval_on_start: also run the evaluators before the first step, so the results show the starting
             point (e.g. the pretrained model) next to the trained one.
         plots: write plots (loss curve, similarity matrix, zero-shot examples) into the run directory.
+        tensorboard: write TensorBoard event files when the tensorboard package is installed: every scalar
+            of ``metrics.jsonl`` (losses, lr, logit scale, evaluation results) at its step, into the run's
+            ``tensorboard/`` folder. Without the package (the ``tensorboard`` extra) nothing is written and
+            nothing is said: it is optional.
         progress: show a progress bar.
+        data_workers: threads that run the encoders' ``prepare`` (decoding, resizing, tokenising) on the next
+            batches while the model trains on this one (1: one background thread). The batches and their order are
+            the same for every value; more threads feed a fast accelerator from several CPU cores.
     """
 
     epochs: int = field(default=1, validator=validators.gt(0))
@@ -156,7 +163,9 @@ class AdamWParams:
     eval_every: int = field(default=0, validator=validators.ge(0))
     eval_on_start: bool = False
     plots: bool = True
+    tensorboard: bool = True
     progress: bool = True
+    data_workers: int = field(default=1, validator=validators.ge(1))
 
 
 @frozen(kw_only=True)

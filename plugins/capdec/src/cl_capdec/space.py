@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
@@ -19,17 +18,12 @@ from torch import Tensor, nn
 
 
 def tower_digest(module: nn.Module) -> int:
-    """A digest in [1, 2**63) of ``module``'s floating-point weights and buffers, in state-dict order (dtype,
-    shape and bytes; names are left out, so a tower wrapped as a frozen encoder digests as itself). Two towers
-    with the same digest embed every item the same way."""
-    h = hashlib.sha256()
-    for value in module.state_dict().values():
-        if not torch.is_tensor(value) or not value.is_floating_point():
-            continue
-        t = value.detach().to("cpu").contiguous()
-        h.update(f"{t.dtype}{list(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return int.from_bytes(h.digest()[:8], "big") & (2**63 - 1) or 1
+    """The first 63 bits (in [1, 2**63)) of :func:`cl_core.api.tower_digest` of ``module``: its floating-point
+    weights and buffers in state-dict order, names left out (a tower wrapped as a frozen encoder digests as itself).
+    Two towers with the same digest embed every item the same way."""
+    from cl_core.api import tower_digest as full_digest
+
+    return int.from_bytes(bytes.fromhex(full_digest(module))[:8], "big") & (2**63 - 1) or 1
 
 
 def noise_injection(x: Tensor, variance: float, *, generator: torch.Generator | None = None) -> Tensor:

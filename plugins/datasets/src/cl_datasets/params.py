@@ -206,3 +206,49 @@ class TextPairsParams:
     wiki_path: str | None = field(default=None, validator=existing_path("any"))
     mining_vectors: Literal["none", "tfidf"] = "none"
     mining_dim: int = field(default=128, validator=validators.ge(2))
+
+
+@frozen(kw_only=True)
+class ShardsParams:
+    """``datasets.shards``: WebDataset tar shards written by ``cl data shard`` (a folder, or a URL prefix read through
+    fsspec), with their index ``shards.json``. The training split streams (train it with the ``datasets.stream``
+    sampler); the other splits are read into memory for the evaluators.
+
+    Attributes:
+        root: the shard folder or URL prefix (``shards/``, ``https://host/shards/``; URLs need ``aiohttp``).
+        train_split: the index's split that trains (default ``"train"``).
+        on_error: a shard that cannot be opened, is corrupt or truncated, or an example that lacks a field or does
+            not decode: ``"stop"`` the run with the shard and key named, or ``"skip"`` it and count it (a warning
+            each epoch; the examples before a break in a shard are kept).
+        max_eval: most examples read per evaluation split (None: all).
+    """
+
+    root: str = field(validator=validators.min_len(1))
+    train_split: str = "train"
+    on_error: Literal["stop", "skip"] = field(default="stop", validator=validators.in_(("stop", "skip")))
+    max_eval: int | None = field(default=None, validator=validators.optional(validators.ge(1)))
+
+
+@frozen(kw_only=True)
+class StreamParams:
+    """``datasets.stream``: batches streamed from the training split of ``datasets.shards`` (see
+    ``cl_datasets.stream``): shards dealt to ``streams`` sub-streams, each with a per-epoch shard order and a
+    shuffle buffer drawn from the run seed; under ``torchrun`` each rank reads its own streams.
+
+    Attributes:
+        batch_size: examples per global batch; a multiple of ``streams``.
+        shuffle: examples in each stream's shuffle buffer (0 or 1: shard order only).
+        streams: sub-streams (a multiple of the number of ``torchrun`` ranks; each reads every S-th shard).
+        workers: processes that read and decode the streams (0: in the training process).
+        prefetch: sub-batches each worker may have ready ahead.
+    """
+
+    batch_size: int = field(validator=validators.ge(1))
+    shuffle: int = field(default=1000, validator=validators.ge(0))
+    streams: int = field(default=1, validator=validators.ge(1))
+    workers: int = field(default=0, validator=validators.ge(0))
+    prefetch: int = field(default=4, validator=validators.ge(1))
+
+    def __attrs_post_init__(self) -> None:
+        if self.batch_size % self.streams:
+            raise ValueError(f"batch_size = {self.batch_size} must be a multiple of streams = {self.streams}")

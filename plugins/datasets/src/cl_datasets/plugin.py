@@ -30,3 +30,17 @@ def cl_datasets():
         name="datasets.text-pairs", params=p.TextPairsParams, factory="cl_datasets.text_pairs:build_text_pairs",
         summary="Wikipedia (title|description|sentence, lead|next sentence) pairs for text embeddings, split by document.",
     )
+    yield ComponentInfo(
+        name="datasets.shards", params=p.ShardsParams, factory="cl_datasets.stream:build_shards",
+        summary="WebDataset tar shards (cl data shard) from a folder or URL: the training split streams, the others "
+                "load for evaluation.",
+    )
+
+
+@hookimpl
+def cl_samplers():
+    yield ComponentInfo(
+        name="datasets.stream", params=p.StreamParams, factory="cl_datasets.stream:build_stream",
+        summary="Batches streamed from shards: per-epoch shard order and shuffle buffer from the run seed, each "
+                "torchrun rank its own streams, decoding in worker processes, exact resume.",
+    )
