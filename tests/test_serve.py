@@ -694,3 +694,13 @@ def test_the_page_does_embedding_arithmetic(page, client, corpus):
     body = client.post("/api/combine", files={"image": ("q", (corpus / "green-0.png").read_bytes())},
                        data={"text": "blue square", "minus": "green square", "k": "12"}).json()
     assert shown(driver) == expected_cards(body)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), 2.7, True, "many", None, 0, 10**9])
+def test_k_must_be_a_whole_number_in_range(bad):
+    from cl_core.serve_requests import Problem, whole_k
+
+    with pytest.raises(Problem) as info:
+        whole_k(bad)
+    assert info.value.status == 400
+    assert whole_k(3) == 3 and whole_k(3.0) == 3 and whole_k("4") == 4

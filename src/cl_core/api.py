@@ -58,7 +58,7 @@ _LAZY = {
     **dict.fromkeys(["build"], "cl_core.standalone"),
     **dict.fromkeys(["train", "evaluate_run"], "cl_core.runs"),
     **dict.fromkeys(["PluginHost", "default_host"], "cl_core.plugins"),
-    **dict.fromkeys(["tower_digest"], "cl_core.captioning"),
+    **dict.fromkeys(["read_items", "tower_digest"], "cl_core.captioning"),
     **dict.fromkeys(["world"], "cl_core.distributed"),
     **dict.fromkeys(["ComponentContract", "DatasetContract", "DecoderContract", "EncoderContract",
                      "EvaluatorContract", "LossContract", "ObjectiveContract", "SamplerContract",

@@ -16,7 +16,8 @@ def data() -> None:
     """Prepare data: shards for streaming."""
 
 
-def _dataset(images: Path | None, captions: Path | None, spec: Path | None, holdout: float | None):
+def _dataset(images: Path | None, captions: Path | None, spec: Path | None, holdout: float | None,
+             skip_bad: bool):
     from .standalone import build
 
     if spec is not None:
@@ -32,7 +33,10 @@ def _dataset(images: Path | None, captions: Path | None, spec: Path | None, hold
         return build("dataset", kind, **table)
     if images is None or captions is None:
         _fail("give --images DIR and --captions FILE (JSONL or CSV), or --spec SPEC.toml")
-    params = {"images_dir": str(images), "captions": str(captions)}
+    for option, path, kind in (("--images", images, "folder"), ("--captions", captions, "file")):
+        if not path.exists():
+            _fail(f"{option} {path}: no such {kind}")
+    params: dict = {"images_dir": str(images), "captions": str(captions), "skip_bad": skip_bad}
     if holdout is not None:
         params["holdout"] = holdout
     return build("dataset", "datasets.image-caption", **params)
@@ -48,15 +52,20 @@ def _dataset(images: Path | None, captions: Path | None, spec: Path | None, hold
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the shards and shards.json.")
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Examples per shard.")
+@click.option("--skip-bad", is_flag=True, help="Skip (and count) missing or unreadable images instead of stopping "
+                                               "(with --images).")
 @user_errors
 def shard(images: Path | None, captions: Path | None, spec: Path | None, holdout: float | None, out: Path,
-          shard_size: int) -> None:
+          shard_size: int, skip_bad: bool) -> None:
     """Write every split of a dataset as WebDataset tar shards (train it with datasets.shards + datasets.stream)."""
     try:
         from cl_datasets.shards import write_shards
     except ImportError:
         _fail("cl data shard needs cl-datasets (and webdataset): pip install cl-datasets")
-    dataset = _dataset(images, captions, spec, holdout)
+    try:
+        dataset = _dataset(images, captions, spec, holdout, skip_bad)
+    except ClError as exc:  # the image-caption loader suggests its own parameter: here it is an option
+        raise ClError(str(exc).replace("set skip_bad = true", "add --skip-bad")) from None
     for name, source in dataset.splits().items():
         if len(source) == 0:
             continue

@@ -389,6 +389,9 @@ class Index:
         path = Path(folder)
         info = _read_info(path)
         if info is None or not (path / INDEX_NAME).is_file():
+            if (path / "manifest.json").is_file():  # an embedding folder given where its index is meant
+                raise DataError(f"{path}: an embedding folder, not an index; build one with `cl index build {path} "
+                                f"--out INDEX` and give INDEX")
             raise DataError(f"{path}: not an index (no {INFO_NAME}, or its build was interrupted); run "
                             "`cl index build EMB --out " + str(path) + "`")
         faiss = faiss_module()

@@ -224,9 +224,11 @@ def whole_k(value: Any) -> int:
     Raises:
         Problem: 400 for anything else.
     """
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise Problem(400, f"k = {value!r}: a whole number")
     try:
         k = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's 1e400 is infinity
         raise Problem(400, f"k = {value!r}: a whole number") from None
     if not 1 <= k <= MAX_K:
         raise Problem(400, f"k = {k}: from 1 to {MAX_K}")

@@ -49,6 +49,13 @@ def test_both_objectives_train_and_the_run_loads_as_towers_or_a_captioner(make_s
     assert (top1 == torch.as_tensor(source.labels[:12])).float().mean() >= 0.5
     captioner = cl_coca.load_captioner(result.run_dir, host=host)
     assert captioner.caption(items["image"], max_length=12) == captions
+    from PIL import Image
+
+    path = result.run_dir.parent / "first.png"
+    Image.fromarray(items["image"][0]).save(path)
+    assert captioner.caption([str(path)], max_length=12) == captions[:1]  # files are read as the CLI reads them
+    with pytest.raises(ValueError, match="a list of images"):
+        captioner.caption(Image.open(path))
     assert result.results["coca-attention/heldout/entropy"] <= result.results["coca-attention/heldout/uniform"] + 1e-6
 
 

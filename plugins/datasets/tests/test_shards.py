@@ -131,7 +131,8 @@ def test_a_truncated_shard_is_named_and_stops_or_is_skipped(root):
     shard.write_bytes(data[: len(data) // 2])
     # tarfile reads a cut stream silently up to the cut: the half example at the cut lacks a field, and the shard
     # has fewer examples than the index counts; either way the shard and the example are named
-    with pytest.raises(DataError, match=r"train-000002\.tar \(example train-0000000\d\d\): (no field|truncated)"):
+    with pytest.raises(DataError, match=r"train-000002\.tar(: corrupt or truncated after example | \(example )"
+                                        r"train-0000000\d\d"):
         _epoch(_dataset(root), shuffle=0)
     skipping = _dataset(root, on_error="skip")
     with pytest.warns(UserWarning, match="skipped"):
@@ -213,3 +214,36 @@ def test_cl_data_shard_writes_an_image_caption_folder_and_names_mistakes(tmp_pat
     assert again.exit_code != 0 and "already has shards" in again.output and "Traceback" not in again.output
     missing = runner.invoke(main, ["data", "shard", "--images", str(images), "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--captions" in missing.output
+    nowhere = runner.invoke(main, ["data", "shard", "--images", str(images), "--captions", str(tmp_path / "no.jsonl"),
+                                   "--out", str(tmp_path / "y")])
+    assert nowhere.exit_code != 0 and "--captions" in nowhere.output and "no such file" in nowhere.output
+    (images / "3.png").unlink()
+    broken = runner.invoke(main, ["data", "shard", "--images", str(images), "--captions", str(captions), "--out",
+                                  str(tmp_path / "z")])
+    assert broken.exit_code != 0 and "add --skip-bad" in broken.output and "Traceback" not in broken.output
+    skipped = runner.invoke(main, ["data", "shard", "--images", str(images), "--captions", str(captions), "--out",
+                                   str(tmp_path / "z"), "--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output
+    index = json.loads((tmp_path / "z" / "shards.json").read_text())
+    assert sum(s["count"] for split in index["splits"].values() for s in split["shards"]) == 9
+
+
+def test_skipping_that_leaves_a_stream_empty_is_an_error_and_sampler_sizes_are_located(root, tmp_path):
+    from cl_core.api import SpecError
+    from cl_datasets.stream import build_stream
+
+    # streams = 7 deals one shard to each stream; a broken shard leaves its stream without a batch
+    (root / "train-000003.tar").write_bytes(b"not a tar at all")
+    skipping = _dataset(root, on_error="skip")
+    with pytest.raises(DataError, match=r"no batch could be drawn.*train-000003\.tar"):
+        _epoch(skipping, batch_size=7, streams=7, shuffle=0)
+
+    from cl_core.api import BuildContext
+
+    ctx = BuildContext(dataset=_dataset(root), path="sampler")
+    with pytest.raises(SpecError) as info:
+        build_stream(StreamParams(batch_size=8, streams=8), ctx)
+    assert info.value.problems[0].path == "sampler.streams"
+    with pytest.raises(SpecError) as info:
+        build_stream(StreamParams(batch_size=128, streams=2), ctx)
+    assert info.value.problems[0].path == "sampler.batch_size"

@@ -48,14 +48,21 @@ class Captioner:
     @torch.no_grad()
     def caption(self, images: Sequence[Any], *, max_length: int = 32, batch_size: int = 64, **settings: Any
                 ) -> list[str]:
-        """One caption per image (PIL images or uint8 ``[H, W, 3]`` arrays), at most ``max_length`` tokens;
-        ``settings`` override the run's decoding (``method="greedy"``, ``beam_size=3``, ...).
+        """One caption per image (a list of PIL images, uint8 ``[H, W, 3]`` arrays or image file paths), at most
+        ``max_length`` tokens; ``settings`` override the run's decoding (``method="greedy"``, ``beam_size=3``, ...).
 
         Raises:
-            ValueError: no images, or bad decoding settings.
+            ValueError: no images, one image not in a list, or bad decoding settings. ClError: a path that is not a
+                readable image.
         """
+        if hasattr(images, "convert") or isinstance(images, (str, Path)):
+            raise ValueError("caption() takes a list of images: caption([image])")
         if len(images) == 0:
             raise ValueError("no images given")
+        if any(isinstance(item, (str, Path)) for item in images):
+            from cl_core.api import read_items
+
+            images = [read_items([Path(i)], "image")[0] if isinstance(i, (str, Path)) else i for i in images]
         device = self.image.position.device
         out: list[str] = []
         for start in range(0, len(images), batch_size):

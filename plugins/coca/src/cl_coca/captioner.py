@@ -74,7 +74,7 @@ class CoCaCaptioner(Decoder):
         return self.ln_f(states) @ self.text.token_embedding.weight.t()
 
     def _caption_loss_from_states(self, condition: EncoderOutput, text: EncoderOutput) -> LossOutput:
-        memory, (states, mask) = self._memory(condition), (text.tokens, text.mask)
+        memory, (states, mask) = self._memory(condition.tokens), (text.tokens, text.mask)
         ids = text.extras.get("ids")
         if ids is None or mask is None:
             raise ValueError("coca.captioner reads the text tower's ids and mask (extras['ids'], mask)")
@@ -83,8 +83,8 @@ class CoCaCaptioner(Decoder):
         value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
         return LossOutput(value)
 
-    def _memory(self, condition: EncoderOutput) -> Tensor:
-        memory = condition.tokens
+    def _memory(self, memory: Tensor | None) -> Tensor:
+        """The image's captioning tokens ``[B, M, D]``, checked."""
         if memory is None:
             raise ValueError("coca.captioner cross-attends to the image's captioning tokens; none were given")
         if memory.dim() != 3 or memory.shape[-1] != self.text.width:
@@ -106,7 +106,7 @@ class CoCaCaptioner(Decoder):
         """Captions of image tokens ``memory [B, M, D]`` from ``<bos>``: a :class:`~cl_lm.generate.Generated`.
         ``settings``: :class:`~cl_lm.generate.Decoding` fields over the params (``max_new_tokens = 32`` unless
         given)."""
-        memory = self._memory(EncoderOutput(memory[:, 0], tokens=memory))
+        memory = self._memory(memory)
         s = self.settings(**settings)
         tok = self.text.tokenizer
         stepper = Stepper(self, memory)

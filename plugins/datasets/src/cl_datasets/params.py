@@ -219,7 +219,8 @@ class ShardsParams:
         train_split: the index's split that trains (default ``"train"``).
         on_error: a shard that cannot be opened, is corrupt or truncated, or an example that lacks a field or does
             not decode: ``"stop"`` the run with the shard and key named, or ``"skip"`` it and count it (a warning
-            each epoch; the examples before a break in a shard are kept).
+            names the first; the examples before a break in a shard are kept; a skip that leaves an epoch without a
+            batch stops the run).
         max_eval: most examples read per evaluation split (None: all).
     """
 

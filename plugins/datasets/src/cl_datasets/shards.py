@@ -134,7 +134,8 @@ def write_shards(source: DataSource, out: str | Path, *, split: str = "train", s
     out.mkdir(parents=True, exist_ok=True)
     index = _read_index(out)
     if split in index["splits"] or any(out.glob(f"{split}-*.tar")):
-        raise DataError(f"{out} already has shards of split {split!r}; give another --out or --split")
+        raise DataError(f"{out} already has shards of split {split!r}; write into another folder (or delete this "
+                        "one first)")
     wanted = list(fields) if fields is not None else list(source.fields)
     missing = [f for f in wanted if source.fields and f not in source.fields]
     if missing:
@@ -227,9 +228,12 @@ def raw_samples(url: str) -> Iterator[dict[str, Any]]:
                 last = sample.get("__key__")
                 yield sample
     except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
-        opened = last is not None or isinstance(exc, (tarfile.TarError, EOFError))
-        what = "corrupt or truncated" if opened else "cannot open it"
-        raise ShardProblem(url, last, f"{what} ({type(exc).__name__}: {exc})") from None
+        detail = str(exc).split(" @ <")[0]  # tarfile appends the file object's repr
+        if last is not None or isinstance(exc, (tarfile.TarError, EOFError)):
+            what = f"corrupt or truncated {f'after example {last}' if last else 'before its first example'}"
+        else:
+            what = "cannot open it"
+        raise ShardProblem(url, None, f"{what} ({type(exc).__name__}: {detail})") from None
 
 
 def pick_fields(sample: Mapping[str, Any], fields: Mapping[str, str], url: str) -> dict[str, Any]:

@@ -16,14 +16,16 @@ epoch's batches are a function of the epoch's generator alone (so ``cl train --r
   global batch is the one a single process reads (the gather-with-gradient losses see the same rows, in another
   order, which they do not depend on);
 * a resumed epoch skips its first ``start`` batches by reading the raw samples through the same shard orders and
-  buffers without decoding them;
+  buffers without decoding them (exact, except that under ``on_error = "skip"`` an example that does not decode
+  among the skipped ones is counted as if it had: the resumed epoch then starts one example early);
 * with ``workers > 0``, separate processes read and decode the streams (stream s in worker s mod workers), so
   decoding runs beside training; the batches are the same for every number of workers.
 
 Errors (``on_error`` of the dataset): a shard that cannot be opened, is corrupt or truncated, or an example that
 lacks a field or does not decode is named by shard and key, and either stops the run (``"stop"``, a
 :class:`~cl_core.api.DataError`) or is skipped and counted (``"skip"``: the examples before the break are kept; the
-dataset's :attr:`StreamSource.skipped` lists what was skipped and a warning says it once per epoch).
+dataset's :attr:`StreamSource.skipped` lists what was skipped, a warning names the first of each pass and says when
+the epoch ended early, and a pass left without any batch is a :class:`~cl_core.api.DataError`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_core.api import Batch, DataError, Dataset, DataSource, Sampler, world
+from cl_core.api import Batch, DataError, Dataset, DataSource, Sampler, spec_problem, world
 
 from .params import ShardsParams, StreamParams
 from .shards import ShardProblem, decode_sample, pick_fields, raw_samples, read_index, shard_url
@@ -278,18 +280,34 @@ class StreamSampler(Sampler):
                   "size": size, "skip": start, "extensions": src.extensions, "labels": src.has_labels,
                   "on_error": src.on_error} for s in mine]
         parts = self._parts(specs, src)
+        reported = len(src.skipped)
+        yielded = 0
         try:
             for k in range(start, total):
                 rows = next(parts, [])
                 if len(rows) < size * len(specs):
                     break
+                yielded += 1
                 yield self._batch(rows, src, k)
         finally:
             parts.close()
-        if src.skipped:
-            warnings.warn(ShardWarning(f"datasets.stream: {len(src.skipped)} shard(s) or example(s) skipped so far; "
-                                       f"first: {src.skipped[0][0]} ({src.skipped[0][1]}): {src.skipped[0][2]}"),
-                          stacklevel=2)
+        self._report(src, reported, start, yielded, total)
+
+    @staticmethod
+    def _report(src: StreamSource, reported: int, start: int, yielded: int, total: int) -> None:
+        """One warning for what this pass skipped; an error when skipping left the epoch without a batch."""
+        new = src.skipped[reported:]
+        if not new:
+            return
+        url, key, what = new[0]
+        first = f"{url}{f' (example {key})' if key else ''}: {what}"
+        if start == 0 and yielded == 0:
+            raise DataError(f"datasets.stream: no batch could be drawn: {len(new)} shard(s) or example(s) were skipped "
+                            f"and a stream ran out (first: {first}); fix or remove the shard, or lower "
+                            "sampler.streams / sampler.batch_size")
+        short = f"; the epoch ended after {start + yielded} of {total} batches" if start + yielded < total else ""
+        warnings.warn(ShardWarning(f"datasets.stream skipped {len(new)} shard(s) or example(s){short} (first: "
+                                   f"{first})"), stacklevel=3)
 
     def _parts(self, specs: list[dict[str, Any]], src: StreamSource) -> Iterator[list[dict[str, Any]]]:
         """The rows of each global batch that this rank reads (its streams' sub-batches, concatenated)."""
@@ -349,5 +367,20 @@ class StreamSampler(Sampler):
 
 
 def build_stream(params: StreamParams, ctx: Any = None) -> StreamSampler:
-    """Factory of ``datasets.stream``."""
-    return StreamSampler(params)
+    """Factory of ``datasets.stream``.
+
+    Raises:
+        SpecError: with the spec's ``datasets.shards`` data, more streams than training shards, or a stream with
+            fewer examples than its share of a batch (``batch_size / streams``).
+    """
+    sampler = StreamSampler(params)
+    dataset = getattr(ctx, "dataset", None)
+    train = dataset.splits().get("train") if dataset is not None else None
+    if isinstance(train, StreamSource):
+        path = getattr(ctx, "path", "") or "sampler"
+        try:
+            sampler.num_batches(train)
+        except DataError as exc:
+            key = "streams" if "shards" in str(exc) else "batch_size"
+            raise spec_problem(ctx, f"{path}.{key}", str(exc)) from None
+    return sampler
