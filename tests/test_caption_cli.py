@@ -49,25 +49,13 @@ plots = false
 
 @pytest.fixture(scope="module")
 def host():
-    from cl_core.plugins import PluginHost
-    from cl_core.testing import toy
-
-    host = PluginHost(autoload=False)
-    host.register(toy, name="toy")
-    host.register(squares, name="squares")
-    return host
+    return squares.plugin_host()
 
 
 @pytest.fixture(scope="module")
 def run(host, tmp_path_factory) -> Path:
     """A captioner of colour squares, trained in-process (96 steps, a few seconds)."""
-    from cl_core.runs import train
-
-    folder = tmp_path_factory.mktemp("caption")
-    spec = folder / "squares.toml"
-    spec.write_text(SPEC.format(out=folder / "runs", name="squares"))
-    train(spec, host=host, log=lambda m: None)
-    return folder / "runs" / "squares"
+    return squares.train_run(SPEC, tmp_path_factory.mktemp("caption"), host)
 
 
 @pytest.fixture

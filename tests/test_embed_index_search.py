@@ -27,25 +27,13 @@ SPEC = squares.CLIP_SPEC
 
 @pytest.fixture(scope="module")
 def host():
-    from cl_core.plugins import PluginHost
-    from cl_core.testing import toy
-
-    host = PluginHost(autoload=False)
-    host.register(toy, name="toy")
-    host.register(squares, name="squares")
-    return host
+    return squares.plugin_host()
 
 
 @pytest.fixture(scope="module")
 def run(host, tmp_path_factory) -> Path:
     """A CLIP of colour squares and their names, trained in-process (80 steps, a few seconds)."""
-    from cl_core.runs import train
-
-    folder = tmp_path_factory.mktemp("search-run")
-    spec = folder / "squares.toml"
-    spec.write_text(SPEC.format(out=folder / "runs", name="squares"))
-    train(spec, host=host, log=lambda m: None)
-    return folder / "runs" / "squares"
+    return squares.train_run(SPEC, tmp_path_factory.mktemp("search-run"), host)
 
 
 def _corpus(folder: Path, per_colour: int = 3) -> Path:

@@ -77,25 +77,13 @@ plots = false
 
 @pytest.fixture(scope="module")
 def host():
-    from cl_core.plugins import PluginHost
-    from cl_core.testing import toy
-
-    host = PluginHost(autoload=False)
-    host.register(toy, name="toy")
-    host.register(squares, name="squares")
-    return host
+    return squares.plugin_host()
 
 
 @pytest.fixture(scope="module")
 def run(host, tmp_path_factory) -> Path:
     """The colour-squares CLIP of ``cl_core.testing.squares``, trained in-process (a few seconds)."""
-    from cl_core.runs import train
-
-    folder = tmp_path_factory.mktemp("serve-run")
-    spec = folder / "squares.toml"
-    spec.write_text(squares.CLIP_SPEC.format(out=folder / "runs", name="squares"))
-    train(spec, host=host, log=lambda m: None)
-    return folder / "runs" / "squares"
+    return squares.train_run(squares.CLIP_SPEC, tmp_path_factory.mktemp("serve-run"), host)
 
 
 @pytest.fixture(scope="module")

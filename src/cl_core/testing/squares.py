@@ -182,3 +182,25 @@ def cl_datasets():
 def cl_encoders():
     yield ComponentInfo(name="squares.pixels", params=PixelsParams, factory=build_pixels,
                         summary="Mean colour, then a linear map.")
+
+
+def plugin_host() -> Any:
+    """A plugin host with the ``toy`` plugin and this one (``squares``), nothing installed."""
+    from ..plugins import PluginHost
+    from . import squares, toy
+
+    host = PluginHost(autoload=False)
+    host.register(toy, name="toy")
+    host.register(squares, name="squares")
+    return host
+
+
+def train_run(spec: str, folder: Path, host: Any, name: str = "squares") -> Path:
+    """Train ``spec`` (a spec text with ``{out}`` and ``{name}`` fields, as :data:`CLIP_SPEC`) in ``folder`` with
+    ``host``, quietly; returns the run directory ``folder / "runs" / name``."""
+    from ..runs import train
+
+    path = folder / f"{name}.toml"
+    path.write_text(spec.format(out=folder / "runs", name=name))
+    train(path, host=host, log=lambda m: None)
+    return folder / "runs" / name
