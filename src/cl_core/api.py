@@ -53,7 +53,7 @@ _LAZY = {
     **dict.fromkeys(["from_pretrained", "names_hub_repository", "push_to_hub", "resolve_source", "save_pretrained",
                      "state_tensors", "WEIGHTS_NAME", "pack_texts", "unpack_texts"], "cl_core.weights"),
     **dict.fromkeys(["FeatureStore", "module_digest", "store_root"], "cl_core.feature_store"),
-    **dict.fromkeys(["atomic_write", "atomic_write_text", "default_mode"], "cl_core.checkpoint"),
+    **dict.fromkeys(["atomic_write", "atomic_write_text", "default_mode"], "cl_core.atomic"),
     **dict.fromkeys(["NoiseTargets"], "cl_core._builtin.nce"),
     **dict.fromkeys(["build"], "cl_core.standalone"),
     **dict.fromkeys(["train", "evaluate_run"], "cl_core.runs"),
@@ -121,7 +121,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from . import hf
     from .testing import toy
     from ._builtin.nce import NoiseTargets
-    from .checkpoint import atomic_write, atomic_write_text, default_mode
+    from .atomic import atomic_write, atomic_write_text, default_mode
     from .components import PipelineView
     from .frozen import DEFAULT_CACHE_SIZE, FeatureCache, FrozenEncoder, FrozenParts, digest_keys, freeze, item_digest, item_keys
     from .pipeline import Pipeline

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .captioning import SUFFIXES  # torch-free
+from .atomic import atomic_write, atomic_write_text
 from .errors import ClError, DataError, indented_list
 
 MANIFEST_NAME = "manifest.json"
@@ -221,6 +222,7 @@ def embed_corpus(run: str | Path, modality: str, paths: Sequence[str | Path] | s
             does not load.
     """
     import torch
+    from safetensors.torch import save_file
 
     from .captioning import caption_device, caption_role, tower_digest
     from .weights import from_pretrained
@@ -270,11 +272,12 @@ def embed_corpus(run: str | Path, modality: str, paths: Sequence[str | Path] | s
         vectors, ids, bad = _embed_shard(pipeline, chosen, modality, files[first:stop], first, batch_size, skip_bad)
         emb = torch.nn.functional.normalize(vectors, dim=1) if vectors.shape[0] else vectors
         tensors = {"embeddings": emb.to(torch.float32).contiguous(), "ids": torch.tensor(ids, dtype=torch.int64)}
-        _atomic_safetensors(out / shard_name, tensors, {"run_digest": digest, "role": chosen, "shard": str(i)})
+        metadata = {"run_digest": digest, "role": chosen, "shard": str(i)}
+        atomic_write(out / shard_name, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         sidecar = {"format": FORMAT, "shard": i, **identity, "count": len(ids),
                    "skipped": [{"offset": j - first, "path": rel[j], "error": message} for j, message in bad],
                    "bytes": (out / shard_name).stat().st_size}
-        _atomic_text(out / sidecar_name, json.dumps(sidecar) + "\n")
+        atomic_write_text(out / sidecar_name, json.dumps(sidecar) + "\n")
         written.append(i)
         items_now += len(ids)
         skipped_now += [message for _, message in bad]
@@ -352,26 +355,6 @@ def _embed_shard(pipeline: Any, role: str, modality: str, files: Sequence[Path],
     return (torch.cat(chunks) if chunks else torch.zeros(0, dim)), all_ids, all_bad
 
 
-def _atomic_safetensors(path: Path, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _remove_stale_shards(out: Path, n_shards: int) -> None:
     """Remove shards numbered ``n_shards`` and above (left by an earlier, larger corpus)."""
     for path in out.glob("emb-*.*"):
@@ -416,5 +399,5 @@ def _update_manifest(out: Path, static: dict[str, Any]) -> dict[str, Any]:
                 skipped += len(meta.get("skipped", []))
         manifest = {**static, "embedded": embedded, "skipped": skipped, "shards_done": done,
                     "complete": done == int(static["shards"])}
-        _atomic_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+        atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import ClError, DataError
 
 INDEX_NAME = "index.faiss"
@@ -311,7 +311,7 @@ def build_index(emb_dir: str | Path, out_dir: str | Path, *, kind: str = "flat",
                                 ef_construction=current["params"].get("ef_construction"))
         if searched != current["params"]:  # only the search settings changed: no rebuild
             current = {**current, "params": searched}
-            _atomic(out / INFO_NAME, lambda tmp: _write_json(tmp, current))
+            atomic_write(out / INFO_NAME, lambda tmp: _write_json(tmp, current))
         return BuildResult(built=False, seconds=time.perf_counter() - start, info=current)
     data = load_embeddings(emb_dir)
     if data.vectors.shape[0] == 0:
@@ -323,9 +323,9 @@ def build_index(emb_dir: str | Path, out_dir: str | Path, *, kind: str = "flat",
     out.mkdir(parents=True, exist_ok=True)
     (out / INFO_NAME).unlink(missing_ok=True)  # from here until the new one is written, `out` is no index
     faiss = faiss_module()
-    _atomic(out / INDEX_NAME, lambda tmp: faiss.write_index(index, str(tmp)))
-    _atomic(out / IDS_NAME, lambda tmp: _save_npy(tmp, data.ids))
-    _atomic(out / ITEMS_NAME, lambda tmp: tmp.write_text(json.dumps({"root": data.root, "paths": data.paths}),
+    atomic_write(out / INDEX_NAME, lambda tmp: faiss.write_index(index, str(tmp)))
+    atomic_write(out / IDS_NAME, lambda tmp: _save_npy(tmp, data.ids))
+    atomic_write(out / ITEMS_NAME, lambda tmp: tmp.write_text(json.dumps({"root": data.root, "paths": data.paths}),
                                                          encoding="utf-8"))
     info = {
         "format": FORMAT, "kind": kind, "params": params, "requested": requested, "count": int(data.vectors.shape[0]),
@@ -334,7 +334,7 @@ def build_index(emb_dir: str | Path, out_dir: str | Path, *, kind: str = "flat",
         "modality": data.manifest["modality"], "root": data.root, "embeddings": str(emb_dir.resolve()),
         "embeddings_digest": digest, "faiss": getattr(faiss, "__version__", "?"),
     }
-    _atomic(out / INFO_NAME, lambda tmp: _write_json(tmp, info))
+    atomic_write(out / INFO_NAME, lambda tmp: _write_json(tmp, info))
     return BuildResult(built=True, seconds=time.perf_counter() - start, info=info)
 
 
@@ -345,16 +345,6 @@ def _write_json(path: Path, value: Any) -> None:
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array)
-
-
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """``write(tmp)`` beside ``path``, then rename it over ``path`` (the temporary is removed on failure)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_info(folder: Path) -> dict[str, Any] | None:

@@ -31,7 +31,8 @@ import torch
 from . import distributed, modelcard, plots, provenance
 from .build import build_pipeline, build_training_loop
 from .components import TrainContext, TrainingLoop
-from .checkpoint import STATE_KEY, atomic_write_text, read_metadata, read_state
+from .atomic import atomic_write_text
+from .checkpoint import STATE_KEY, read_metadata, read_state
 from .errors import CheckpointError, ClError, Problem, SpecError, TrainingDivergedError
 from .pipeline import Pipeline
 from .plugins import PluginHost, default_host

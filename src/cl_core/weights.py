@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from . import hub, modelcard
 from .build import build_pipeline
-from .checkpoint import atomic_write, atomic_write_text
+from .atomic import atomic_write, atomic_write_text
 from .errors import HubError, WeightsError
 from .pipeline import Pipeline
 from .plugins import PluginHost, default_host

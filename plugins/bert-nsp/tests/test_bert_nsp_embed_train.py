@@ -40,7 +40,7 @@ def test_tiny_spec_trains_compares_and_exports(tmp_path):
     card = (result.run_dir / "README.md").read_text(encoding="utf-8")  # the card's own export recipe
     assert 'to_sentence_transformers("path/to/this/folder", "st-model", role="query")' in card
     out = to_sentence_transformers(result.run_dir, tmp_path / "st", role="query")
-    from cl_core.checkpoint import default_mode
+    from cl_core.atomic import default_mode
 
     assert out.stat().st_mode & 0o777 == default_mode(directory=True)  # not mkdtemp's owner-only 0700
     assert (out / "model.safetensors").stat().st_mode & 0o777 == default_mode()

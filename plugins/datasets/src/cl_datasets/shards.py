@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tarfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cl_core.api import DataError, DataSource
+from cl_core.api import DataError, DataSource, atomic_write, atomic_write_text
 
 INDEX = "shards.json"
 FORMAT = 1
@@ -98,12 +97,6 @@ def _read_index(out: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def write_shards(source: DataSource, out: str | Path, *, split: str = "train", shard_size: int = 1000,
                  fields: Sequence[str] | None = None, chunk: int = 256,
                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -160,7 +153,8 @@ def write_shards(source: DataSource, out: str | Path, *, split: str = "train", s
                     if labels is not None:
                         sample["label.cls"] = encode_value(int(labels[row]), "cls")
                     writer.write(sample)
-        _write_atomic(out / name, buffer.getvalue())
+        shard = buffer.getvalue()
+        atomic_write(out / name, lambda tmp: tmp.write_bytes(shard))
         shards.append({"name": name, "count": min(n, first + shard_size) - first})
         if progress is not None:
             progress(min(n, first + shard_size), n)
@@ -173,7 +167,7 @@ def write_shards(source: DataSource, out: str | Path, *, split: str = "train", s
     if source.class_descriptions is not None:
         entry["class_descriptions"] = [list(d) for d in source.class_descriptions]
     index["splits"][split] = entry
-    _write_atomic(out / INDEX, json.dumps(index, indent=1))
+    atomic_write_text(out / INDEX, json.dumps(index, indent=1))
     return index
 
 
