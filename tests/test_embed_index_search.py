@@ -395,3 +395,40 @@ def test_a_corpus_of_texts_is_searched_with_an_image(run, host, tmp_path):
     picture = tmp_path / "query.png"
     _square("green", np.random.default_rng(5)).save(picture)
     assert searcher.query(image=picture, k=1)[0].path == "green.txt"
+
+
+#: ``cl embed`` with the colour-squares plugins (not installed, so the script registers them) as torchrun runs it
+TORCHRUN_EMBED = """
+import sys
+from cl_core import cli
+from cl_core.testing import squares
+host = squares.plugin_host()
+cli._host = lambda: host
+cli.main(sys.argv[1:])
+"""
+
+
+def test_cl_embed_under_torchrun_writes_what_one_process_writes(run, corpus, host, tmp_path):
+    """Two real torchrun processes (gloo is not needed: ranks share nothing but the folder) embed their own shards
+    into one folder and finish the manifest between them; the vectors are those of one process."""
+    import subprocess
+
+    from cl_core.embedding import embed_corpus
+    from cl_core.index import load_embeddings
+
+    script = tmp_path / "embed.py"
+    script.write_text(TORCHRUN_EMBED)
+    emb = tmp_path / "emb"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), "embed", str(run), "--data", str(corpus), "--out", str(emb),
+                           "--shard-size", "2"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[rank 0/2]" in done.stdout and "[rank 1/2]" in done.stdout
+    manifest = json.loads((emb / "manifest.json").read_text())
+    assert manifest["complete"] is True and manifest["embedded"] == 12 and manifest["shards_done"] == 6
+    whole = embed_corpus(run, "image", corpus, tmp_path / "whole", host=host, shard_size=2)
+    assert whole.written == list(range(6))
+    together, alone = load_embeddings(emb), load_embeddings(tmp_path / "whole")
+    assert together.ids.tolist() == alone.ids.tolist() == list(range(12))
+    np.testing.assert_array_equal(together.vectors, alone.vectors)

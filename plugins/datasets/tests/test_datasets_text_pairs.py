@@ -117,3 +117,23 @@ def test_tfidf_mining_vectors_feed_hard_negatives_from_other_documents():
         own = docs[int(title[1:])]
         assert mined != own.text and mined.split()[0] == own.text.split()[0]  # another document, same topic
     assert "embedding" not in TextPairsDataset(TextPairsParams(holdout=0.0), documents=docs).splits()["train"].fields
+
+
+def test_text_pairs_round_trip_through_shards(tmp_path):
+    import torch
+
+    from cl_datasets.params import ShardsParams, StreamParams
+    from cl_datasets.shards import write_shards
+    from cl_datasets.stream import ShardsDataset, StreamSampler
+
+    ds = TextPairsDataset(TextPairsParams(sources=("wiki-title-lead", "wiki-next-sentence"), holdout=0.25),
+                          documents=DOCS)
+    train = ds.splits()["train"]
+    write_shards(train, tmp_path, split="train", shard_size=7)
+    sampler = StreamSampler(StreamParams(batch_size=4, shuffle=0))
+    streamed = ShardsDataset(ShardsParams(root=str(tmp_path))).splits()["train"]
+    batches = list(sampler.batches(streamed, generator=torch.Generator().manual_seed(0)))
+    got = sorted((q, t, int(k)) for b in batches for q, t, k in zip(b.inputs["query"], b.inputs["text"], b.labels))
+    want = train.get(range(len(train)))
+    expected = sorted(zip(want["query"], want["text"], train.labels.tolist()))
+    assert len(set(got)) == len(got) == len(train) // 4 * 4 and set(got) <= set(expected)  # the stream drops the last partial batch

@@ -247,3 +247,88 @@ def test_skipping_that_leaves_a_stream_empty_is_an_error_and_sampler_sizes_are_l
     with pytest.raises(SpecError) as info:
         build_stream(StreamParams(batch_size=128, streams=2), ctx)
     assert info.value.problems[0].path == "sampler.batch_size"
+
+
+# -- shards over HTTP (fsspec + aiohttp), from a server on localhost --------------------------------------------------
+
+
+@pytest.fixture
+def served(root):
+    """``(base URL of root, server)``: a local HTTP server of the shard folder; paths in ``server.fail`` answer 500,
+    paths in ``server.cut`` send their header's full length but only half the body, then close."""
+    import functools
+    import http.server
+    import threading
+
+    pytest.importorskip("aiohttp")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # keep pytest's output clean
+            pass
+
+        def do_GET(self):
+            name = self.path.rsplit("/", 1)[-1]
+            if name in self.server.fail:
+                self.send_error(500, "broken on purpose")
+                return
+            if name in self.server.cut:
+                body = (root / name).read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    server.fail, server.cut = set(), set()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", server
+    server.shutdown()
+    server.server_close()
+
+
+def test_shards_stream_from_a_url_exactly_as_from_the_folder(root, served):
+    url, _ = served
+    local, _ = _epoch(_dataset(root), shuffle=10, streams=2)
+    remote, _ = _epoch(_dataset(url), shuffle=10, streams=2)
+    assert len(remote) == 12 and _texts(remote) == _texts(local)
+    assert all(np.array_equal(a, b) for x, y in zip(local, remote) for a, b in zip(x.inputs["image"],
+                                                                                    y.inputs["image"]))
+    assert _dataset(url).splits()["heldout"].get([3])["text"] == ["example 1003"]
+
+
+def test_unreachable_missing_failing_and_cut_urls_are_named(root, served, tmp_path):
+    url, server = served
+    # nothing listens on the port of a closed server
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with pytest.raises(DataError, match=rf"{dead}/shards.json: cannot read the shard index"):
+        _dataset(dead)
+    (root / "train-000001.tar").unlink()  # the server answers 404
+    server.fail.add("train-000003.tar")
+    server.cut.add("train-000005.tar")
+    with pytest.raises(DataError, match=rf"{url}/train-00000[135]\.tar: (cannot open it|corrupt or truncated)"):
+        _epoch(_dataset(url), shuffle=0)
+    skipping = _dataset(url, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped"):
+        batches, _ = _epoch(skipping, shuffle=0)
+    what = {u.rsplit("/", 1)[-1]: w for u, _, w in skipping.splits()["train"].skipped}
+    assert what["train-000001.tar"].startswith("cannot open it")
+    assert "500" in what["train-000003.tar"]
+    assert what["train-000005.tar"].startswith("corrupt or truncated")
+    texts = _texts(batches)
+    assert "example 16" not in texts and "example 48" not in texts and "example 33" in texts
+
+
+def test_a_url_without_aiohttp_names_the_install_command(root, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # import aiohttp now raises ImportError
+    with pytest.raises(DataError, match=r"http://example\.invalid/s/shards\.json: .*pip install 'cl-datasets\[http\]'"):
+        _dataset("http://example.invalid/s")

@@ -160,3 +160,27 @@ def test_params_are_validated(pairs_folder):
 def test_factory_uses_read_audio(pairs_folder):
     ds = build_audio_pairs(AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), image_size=8, holdout=0.0), None)
     assert len(ds.splits()["train"]) == 3
+
+
+def test_audio_pairs_round_trip_through_shards(pairs_folder, read, tmp_path):
+    """``cl data shard`` of an (image, audio) source: waveforms, images and labels come back from the shards."""
+    import torch
+
+    from cl_datasets.params import ShardsParams, StreamParams
+    from cl_datasets.shards import write_shards
+    from cl_datasets.stream import ShardsDataset, StreamSampler
+
+    ds = AudioPairsDataset(AudioPairsParams(pairs=str(pairs_folder / "pairs.jsonl"), image_size=16, holdout=0.0), read)
+    train = ds.splits()["train"]
+    index = write_shards(train, tmp_path / "shards", split="train", shard_size=2)
+    assert index["fields"] == {"image": "png", "audio": "npy", "label": "cls"}
+    streamed = ShardsDataset(ShardsParams(root=str(tmp_path / "shards"))).splits()["train"]
+    assert streamed.class_names == ["blue", "green", "red"]
+    sampler = StreamSampler(StreamParams(batch_size=3, shuffle=0))
+    (batch,) = sampler.batches(streamed, generator=torch.Generator().manual_seed(0))
+    want = train.get([0, 1, 2])
+    by_label = {int(k): i for i, k in enumerate(batch.labels)}
+    for row, label in enumerate(train.labels.tolist()):
+        got = by_label[label]
+        assert np.array_equal(batch.inputs["audio"][got], want["audio"][row])  # float32, bit for bit
+        assert np.array_equal(np.asarray(batch.inputs["image"][got]), np.asarray(want["image"][row]))

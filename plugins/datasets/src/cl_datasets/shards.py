@@ -9,7 +9,8 @@ class names and descriptions (a split's labels index its own class names: held-o
 
 Writing is atomic per shard (a temporary name, then ``os.replace``) and the index is written last, so a killed
 ``cl data shard`` leaves no shard the index names half-written. Reading goes through ``fsspec`` (local paths and
-URLs: ``http(s)://`` needs ``aiohttp``), one shard at a time as a stream (``tarfile`` mode ``r|*``).
+URLs: ``http(s)://`` needs ``aiohttp``, ``pip install 'cl-datasets[http]'``), one shard at a time as a stream
+(``tarfile`` mode ``r|*``).
 """
 
 from __future__ import annotations
@@ -174,6 +175,42 @@ def write_shards(source: DataSource, out: str | Path, *, split: str = "train", s
 # -- reading ----------------------------------------------------------------------------------------------------------
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What reading a path or URL raises when the shard or the server fails: ``OSError`` (fsspec maps a missing
+    file, a refused connection and an HTTP 404 to ``FileNotFoundError``), and aiohttp's own errors (an HTTP 5xx,
+    a connection cut mid-transfer), which are not ``OSError``s."""
+    try:
+        from aiohttp import ClientError
+    except ImportError:
+        return (OSError,)
+    return (OSError, ClientError)
+
+
+def _cut_errors() -> tuple[type[BaseException], ...]:
+    """The errors of a shard that opened but ended early: a cut or corrupt tar stream, or an HTTP body shorter than
+    its ``Content-Length``."""
+    try:
+        from aiohttp import ClientPayloadError
+    except ImportError:
+        return (tarfile.TarError, EOFError)
+    return (tarfile.TarError, EOFError, ClientPayloadError)
+
+
+def _check_protocol(url: str) -> None:
+    """Raises DataError naming the install command when ``url``'s protocol needs a package that is missing."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        fsspec.get_filesystem_class(protocol)
+        if protocol in ("http", "https"):
+            import aiohttp  # noqa: F401  # fsspec imports it only when the first request is made
+    except ImportError:
+        raise DataError(f"{url}: reading {protocol}:// shards needs aiohttp: pip install 'cl-datasets[http]'") from None
+    except ValueError as exc:  # fsspec: "Protocol not known"
+        raise DataError(f"{url}: {exc}") from None
+
+
 def read_index(root: str) -> dict[str, Any]:
     """The ``shards.json`` of a shard folder or URL prefix.
 
@@ -183,10 +220,11 @@ def read_index(root: str) -> dict[str, Any]:
     import fsspec
 
     url = root.rstrip("/") + "/" + INDEX
+    _check_protocol(url)
     try:
         with fsspec.open(url, "rt") as f:
             index = json.load(f)
-    except (OSError, ValueError, ImportError) as exc:
+    except (ValueError, *_transport_errors()) as exc:
         raise DataError(f"{url}: cannot read the shard index ({type(exc).__name__}: {exc}); write shards with "
                         "`cl data shard`") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT or "splits" not in index:
@@ -214,6 +252,7 @@ def raw_samples(url: str) -> Iterator[dict[str, Any]]:
     import fsspec
     from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+    _check_protocol(url)
     last: str | None = None
     try:
         with fsspec.open(url, "rb") as f:  # tar_file_iterator reads it as a stream (tarfile mode "r|*")
@@ -221,9 +260,9 @@ def raw_samples(url: str) -> Iterator[dict[str, Any]]:
             for sample in group_by_keys(members):
                 last = sample.get("__key__")
                 yield sample
-    except (OSError, EOFError, tarfile.TarError, ValueError) as exc:
+    except (EOFError, tarfile.TarError, ValueError, *_transport_errors()) as exc:
         detail = str(exc).split(" @ <")[0]  # tarfile appends the file object's repr
-        if last is not None or isinstance(exc, (tarfile.TarError, EOFError)):
+        if last is not None or isinstance(exc, _cut_errors()):
             what = f"corrupt or truncated {f'after example {last}' if last else 'before its first example'}"
         else:
             what = "cannot open it"
