@@ -1,14 +1,15 @@
-"""The data path of a spec's training split: the indexable source (``core.in-batch`` over the spec's ``[data]``)
+"""The data path of a spec's training split: the indexable source (``core.in-batch`` over the spec's ``[data]``),
+its ``prepare`` in 1 or 2 threads (``trainer.data_workers``) or in 2 worker processes (``trainer.data_processes``),
 against the same examples streamed from WebDataset shards (``datasets.shards`` + ``datasets.stream``) with 0, 1
-and 2 worker processes, measured in the same run.
+and 2 decoding worker processes, measured in the same run.
 
-    python benchmarks/data_path.py specs/clip-emoji.toml --shards /tmp/emoji-shards --batches 40
-    python benchmarks/data_path.py specs/clip-emoji.toml --shards /tmp/emoji-shards --train-steps 20   # + training
+    python benchmarks/data_path.py benchmarks/specs/clip-data-path.toml --shards /tmp/emoji-shards --batches 12
+    python benchmarks/data_path.py benchmarks/specs/clip-data-path.toml --shards /tmp/emoji-shards --train-steps 15
 
 Two figures per row, examples per second:
 
 * ``data path``: drawing ``--batches`` batches and running the pipeline's ``prepare`` on each (decoding, resizing,
-  tokenising) as the trainer does, in the background (``trainer.data_workers`` prepare threads), nothing else;
+  tokenising) as the trainer does, in the background (prepare threads or processes), nothing else;
 * ``training`` (with ``--train-steps``): ``cl train`` for that many steps with the spec's model (the data path in
   its background thread beside the model's work), evaluation off; the trainer's own pairs/s.
 
@@ -40,19 +41,26 @@ def _pipeline(spec: Path, overrides: list[str]):
     return build_pipeline(load_spec(spec, registry, overrides=parse_overrides(tuple(overrides))), registry)
 
 
-def _rate(pipeline, batches: int, threads: int) -> float:
-    """Examples/s of the trainer's data path: the sampler in a background thread, ``prepare`` in ``threads``."""
+def _rate(pipeline, batches: int, threads: int, processes: int = 0) -> float:
+    """Examples/s of the trainer's data path: the sampler in a background thread, ``prepare`` in ``threads``, or
+    in ``processes`` worker processes when that is not 0."""
+    from cl_core.prepare_processes import data_path_payload, prepare_in_worker, start_workers
     from cl_core.trainer import _prefetch, epoch_generator
 
     source = pipeline.dataset.splits()["train"]
-    stream = _prefetch(pipeline.sampler.batches(source, generator=epoch_generator(0, 0)), pipeline.prepare,
-                       workers=threads)
-    next(stream)
+    drawn = pipeline.sampler.batches(source, generator=epoch_generator(0, 0))
+    pool = start_workers(data_path_payload(pipeline), processes) if processes else None
+    stream = _prefetch(drawn, prepare_in_worker if pool else pipeline.prepare, workers=processes or threads,
+                       executor=pool)
+    for _ in range(1 + processes):  # every worker has started and prepared once
+        next(stream)
     count, start = 0, time.perf_counter()
     for _, (batch, _prepared) in zip(range(batches), stream):
         count += len(batch)
     seconds = time.perf_counter() - start
     stream.close()
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
     return count / seconds
 
 
@@ -82,17 +90,18 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "cl_core", "data", "shard", "--spec", str(args.spec), "--out",
                         str(args.shards), "--shard-size", str(args.shard_size)], check=True)
     batch = tomllib.loads(args.spec.read_text())["sampler"]["batch_size"]
-    rows = [("indexable source (core.in-batch)", [], 1), ("indexable source, 2 prepare threads", [], 2)]
+    rows = [("indexable source (core.in-batch)", [], 1, 0), ("indexable source, 2 prepare threads", [], 2, 0),
+            ("indexable source, 2 prepare processes", [], 1, 2)]
     for w in (int(x) for x in args.workers.split(",")):
         rows.append((f"shards, {w} worker(s)", [
             f"data={{ type = \"datasets.shards\", root = \"{args.shards.resolve()}\" }}",
             f"sampler={{ type = \"datasets.stream\", batch_size = {batch}, shuffle = {args.shuffle}, "
-            f"streams = 2, workers = {w} }}"], 1))
+            f"streams = 2, workers = {w} }}"], 1, 0))
     results = []
-    for label, overrides, threads in rows:
-        rate = _rate(_pipeline(args.spec, overrides), args.batches, threads)
+    for label, overrides, threads, processes in rows:
+        rate = _rate(_pipeline(args.spec, overrides), args.batches, threads, processes)
         if args.train_steps:
-            overrides = [*overrides, f"trainer.data_workers={threads}"]
+            overrides = [*overrides, f"trainer.data_workers={threads}", f"trainer.data_processes={processes}"]
         train = _train_rate(args.spec, overrides, args.train_steps) if args.train_steps else None
         results.append((label, rate, train))
         print(f"  {label}: done", file=sys.stderr)

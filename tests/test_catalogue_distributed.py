@@ -3,19 +3,19 @@ holding the whole batch (1e-6, float64), for every loss family, direct and tiled
 columns, labels, an uneven split and a memory queue; and the trainer trains identically under 2 processes.
 
 Run as a script (``python test_catalogue_distributed.py OUT_DIR``) this module is the worker: it starts two
-processes with ``torch.multiprocessing.spawn`` on a free port and writes their results to ``OUT_DIR``.
+processes (:func:`cl_core.testing.gloo.spawn`) and writes their results to ``OUT_DIR``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from cl_core.testing.gloo import run_script
 
 WIDTH_IN, WIDTH = 6, 5
 
@@ -126,37 +126,20 @@ def _train_toy(spec_path: str) -> None:
     train(spec_path, host=host, log=lambda m: None)
 
 
-def _worker(rank: int, world: int, port: int, out: str, spec_path: str) -> None:
-    import torch.distributed as dist
+def _worker(rank: int, world: int, out: str, spec_path: str) -> None:
     from safetensors.torch import save_file
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        for name in _cases():
-            tensors = {k: v.contiguous() for k, v in run_case(name, rank, world).items()}
-            save_file(tensors, os.path.join(out, f"{name}.rank{rank}.safetensors"))
-        if spec_path:
-            _train_toy(spec_path)
-        # Tear down only once both ranks are done: rank 0 still writes the run directory after training,
-        # and a gloo group destroyed on one rank while its peer is busy aborted that rank once in CI
-        # ("terminate called without an active exception").
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for name in _cases():
+        tensors = {k: v.contiguous() for k, v in run_case(name, rank, world).items()}
+        save_file(tensors, os.path.join(out, f"{name}.rank{rank}.safetensors"))
+    if spec_path:
+        _train_toy(spec_path)
 
 
 def main(out: str, spec_path: str = "") -> None:
-    import torch.multiprocessing as mp
+    from cl_core.testing.gloo import spawn
 
-    mp.spawn(_worker, args=(2, _free_port(), out, spec_path), nprocs=2, join=True)
+    spawn(_worker, 2, out, spec_path)
 
 
 # -- the test ---------------------------------------------------------------------------------------------
@@ -194,9 +177,7 @@ def _spawned(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     spec = out / "two.toml"
     spec.write_text(TOY_SPEC.format(out=out / "runs", name="two"))
-    proc = subprocess.run([sys.executable, __file__, str(out), str(spec)], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_script(__file__, out, spec)
     return out
 
 

@@ -17,7 +17,7 @@ from cl_core._builtin.samplers import InBatchSampler
 from cl_core._builtin.scorers import CosineScorer, DotScorer
 from cl_core._builtin.objectives import ContrastiveObjective
 from cl_core.components import CandidateSet, DataSource, EncodedBatch, Encoder, Objective, PreparedBatch, TrainingLoop
-from cl_core.errors import DataError, SpecError
+from cl_core.errors import ClError, DataError, SpecError
 from cl_core.pipeline import Pipeline
 from cl_core.plugins import PluginHost, hookimpl
 from cl_core.registry import ComponentInfo
@@ -405,3 +405,42 @@ def test_prepare_threads_keep_the_batches_and_their_order(toy_spec, toy_host):
 
     with pytest.raises(ValueError, match="bad item 3"):
         list(_prefetch(iter(range(8)), fails, workers=2))
+
+
+def test_prepare_processes_give_the_weights_of_one_thread(toy_spec, toy_host):
+    """trainer.data_processes = 2 prepares in two spawned workers: the weights are those of the threads, bit for
+    bit; a worker prepares a batch as this process does, and an error there is raised here as it was."""
+    from safetensors.torch import load_file
+
+    one = train(toy_spec(name="one")[0], host=toy_host, log=lambda m: None)
+    two = train(toy_spec("data_processes = 2", name="two")[0], host=toy_host, log=lambda m: None)
+    a, b = load_file(str(one.run_dir / "model.safetensors")), load_file(str(two.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    import numpy as np
+
+    from cl_core.build import build_pipeline
+    from cl_core.prepare_processes import data_path_payload, prepare_in_worker, start_workers
+    from cl_core.spec import load_spec
+    from cl_core.types import Batch
+
+    registry = toy_host.registry()
+    pipeline = build_pipeline(load_spec(toy_spec(name="direct")[0], registry), registry)
+    source = pipeline.dataset.splits()["train"]
+    batch = next(iter(pipeline.sampler.batches(source, generator=torch.Generator().manual_seed(0))))
+    pool = start_workers(data_path_payload(pipeline), 1)
+    try:
+        got, want = pool.submit(prepare_in_worker, batch).result(), pipeline.prepare(batch)
+        assert got.inputs.keys() == want.inputs.keys() and got.rows == want.rows == len(batch)
+        assert all(torch.equal(got.inputs[r][k], want.inputs[r][k]) for r in want.inputs for k in want.inputs[r])
+        ragged = Batch(inputs={r: [np.zeros(8), np.zeros(5)] for r in batch.inputs}, labels=None,
+                       indices=torch.arange(2))
+        with pytest.raises(ValueError, match="same shape"):  # raised in the worker, re-raised here as it was
+            pool.submit(prepare_in_worker, ragged).result()
+    finally:
+        pool.shutdown()
+    role = next(iter(pipeline.encoders))
+    pipeline.encoders[role].hook = lambda x: x  # a plugin's component that does not pickle
+    with pytest.raises(ClError, match=r"trainer\.data_processes: .*cannot be copied into worker processes .*lambda.*"
+                                      r"trainer\.data_processes = 0"):
+        data_path_payload(pipeline)

@@ -27,11 +27,12 @@ This module imports torch; ``cl_core`` imports it only where it is needed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -47,6 +48,29 @@ DEFAULT_CACHE_SIZE = 65_536
 #: Most claimed rows a cache holds raw items for. Claims are released when their batch is encoded; this
 #: only bounds what batches dropped unencoded (an interrupted prefetch) leave behind.
 MAX_CLAIMS = 16_384
+
+#: False in a process that prepares batches for another one (``trainer.data_processes``): the rows it could
+#: leave out are cached in the training process, not here, so every row is prepared in full
+_claims_enabled = True
+#: True while a pipeline is pickled for such a process: caches travel empty (their rows serve only here)
+_pickling_for_workers = False
+
+
+def disable_claims() -> None:
+    """Make every :meth:`FeatureCache.claim` of this process claim nothing (see ``_claims_enabled``)."""
+    global _claims_enabled
+    _claims_enabled = False
+
+
+@contextlib.contextmanager
+def pickled_empty() -> Iterator[None]:
+    """Within it, pickled :class:`FeatureCache` objects carry no rows and no persistent store."""
+    global _pickling_for_workers
+    _pickling_for_workers = True
+    try:
+        yield
+    finally:
+        _pickling_for_workers = False
 
 
 # -- freezing ------------------------------------------------------------------------------------------
@@ -243,6 +267,8 @@ class FeatureCache:
         # A lock cannot be copied or pickled, and claims belong to this cache's batches in flight.
         state = dict(self.__dict__)
         state["_lock"], state["_claims"] = None, OrderedDict()
+        if _pickling_for_workers:
+            state["_rows"], state["store"] = OrderedDict(), None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -337,8 +363,11 @@ class FeatureCache:
         Each such row is marked recently used and one claim on it is taken: its raw item (from ``items``,
         one per key) is held until the claim is released, normally by :meth:`complete` when the batch is
         encoded, so the row can still be prepared if the cache loses it first. Beyond :attr:`max_claims`
-        keys the oldest claims are dropped. Thread-safe.
+        keys the oldest claims are dropped. Thread-safe. In a process that prepares for another one
+        (:func:`disable_claims`) it claims nothing.
         """
+        if not _claims_enabled:
+            return [False] * len(keys)
         cached = []
         stored = self.store.get([k for k in keys if k not in self._rows]) if self.store is not None else {}
         with self._lock:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import queue
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -100,15 +100,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: int = 2,
-              workers: int = 1) -> Iterator[tuple[Batch, Any]]:
+              workers: int = 1, executor: Executor | None = None) -> Iterator[tuple[Batch, Any]]:
     """Prepare the next batches in the background while the model computes on this one: a thread draws the
     batches, and ``workers`` threads run ``prepare`` on them (decoding, resizing and tokenising release the GIL),
     up to ``depth + workers`` batches ahead; batches come out in the sampler's order whatever finishes first.
 
     ``prepare`` must not draw from the global RNG (augmentation happens on the device, in the encoder) and must be
-    thread-safe (the encoders' caches are).
+    thread-safe (the encoders' caches are). With ``executor`` (``workers`` worker processes of
+    :mod:`cl_core.prepare_processes`, owned by the caller) ``prepare`` runs there instead, and batches that
+    were submitted but not taken are cancelled when the stream stops.
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cl-prepare")
+    pool = executor or ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="cl-prepare")
     q: queue.Queue = queue.Queue(maxsize=depth + max(0, workers - 1))
     done = object()
     stop = threading.Event()
@@ -133,15 +135,24 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
             if isinstance(item, BaseException):
                 raise item
             batch, prepared = item
-            yield batch, prepared.result()
+            try:
+                result = prepared.result()
+            except BrokenExecutor as exc:
+                raise ClError(f"a data-path worker process died ({exc}); if the machine ran out of memory, lower "
+                              "trainer.data_processes or prepare in threads (trainer.data_processes = 0)") from None
+            yield batch, result
     finally:
         stop.set()
-        while thread.is_alive():
+        while thread.is_alive() or not q.empty():
             try:
-                q.get_nowait()
+                item = q.get_nowait()
             except queue.Empty:
                 thread.join(timeout=0.05)
-        pool.shutdown(wait=True, cancel_futures=True)
+                continue
+            if isinstance(item, tuple):
+                item[1].cancel()
+        if executor is None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_roles(pipeline: Pipeline, source: DataSource) -> None:
@@ -219,6 +230,12 @@ class Trainer(TrainingLoop):
         self.step_lr = 0.0  # the learning rate of the last optimizer step (logged as "lr")
         self.epoch = 0
         self.micro = 0  # next micro-batch index within the epoch
+        self._workers: Executor | None = None  # trainer.data_processes: started with the first batch
+        self._worker_payload: bytes | None = None
+        if spec.data_processes:  # a data path that cannot be copied is said now, before any work
+            from .prepare_processes import data_path_payload
+
+            self._worker_payload = data_path_payload(pipeline)
         # Under torchrun each rank trains on its share of every batch; losses gather across ranks, gradients
         # are averaged before each step, and only rank 0 writes files. Averaging once per optimizer step
         # (distributed.average_gradients) is what DDP does, without DDP's requirements: the loss is not a
@@ -308,7 +325,18 @@ class Trainer(TrainingLoop):
             if self.world_size > 1 and not self.pipeline.sampler.rank_local:
                 batches = (distributed.shard_batch(batch) for batch in batches)
             yielded = 0
-            prefetched = _prefetch(batches, self.pipeline.prepare, workers=self.spec.data_workers)
+            if self.spec.data_processes:
+                if self._workers is None:
+                    from .prepare_processes import start_workers
+
+                    assert self._worker_payload is not None  # taken in __init__
+                    self._workers = start_workers(self._worker_payload, self.spec.data_processes)
+                from .prepare_processes import prepare_in_worker
+
+                prefetched = _prefetch(batches, prepare_in_worker, workers=self.spec.data_processes,
+                                       executor=self._workers)
+            else:
+                prefetched = _prefetch(batches, self.pipeline.prepare, workers=self.spec.data_workers)
             for offset, (batch, prepared) in enumerate(prefetched):
                 yielded += 1
                 yield start + offset, batch, prepared
@@ -379,6 +407,9 @@ class Trainer(TrainingLoop):
                     break
         finally:
             bar.close()
+            if self._workers is not None:
+                self._workers.shutdown(wait=True, cancel_futures=True)
+                self._workers = None
         elapsed = time.perf_counter() - started
         if seen:
             self.log(f"trained {_steps_done(first_step, self.step)} in {elapsed:.1f} s "

@@ -128,7 +128,9 @@ def test_tiny_clip_trains_and_evaluates(tmp_path):
 @pytest.mark.slow  # about 10 s on two CPU cores
 def test_leaving_cached_rows_out_of_prepare_trains_the_same_weights(tmp_path, monkeypatch):
     """Three epochs of a frozen-trunk ensemble through the trainer (prefetch thread included): with the rows
-    the feature cache serves left out of ``prepare`` and without, the weights are bit-identical."""
+    the feature cache serves left out of ``prepare``, without, and prepared in two worker processes
+    (``trainer.data_processes``: every row prepared there, cached rows still served here by key), the weights
+    are bit-identical."""
     from safetensors.torch import load_file
 
     import cl_clip.image_tower
@@ -154,20 +156,24 @@ trunks = [{{variant = "lite0", image_size = 32}}, {{variant = "lite0", image_siz
 
     monkeypatch.setattr(cl_clip.image_tower, "prepare_images", counting)
     weights = {}
-    for name, leave_out in (("left-out", None), ("full", False)):
+    for name, leave_out in (("left-out", None), ("processes", None), ("full", False)):
         if leave_out is not None:
             monkeypatch.setattr(ImageTower, "leaves_out_cached_rows", property(lambda self: False))
         (tmp_path / name).mkdir()
         spec_path = tmp_path / name / "spec.toml"
-        spec_path.write_text(spec.format(out=tmp_path / name / "runs"))
+        text = spec.format(out=tmp_path / name / "runs")
+        spec_path.write_text(text.replace("[trainer]", "[trainer]\ndata_processes = 2") if name == "processes"
+                             else text)
         result = train(spec_path, host=host, log=lambda line: None)
         weights[name] = load_file(result.run_dir / "model.safetensors")
         if name == "left-out":
             # epochs 2 and 3 (16 batches of 16 rows, two members) and the evaluation's second look at the test
             # images are served from the cache
             assert sum(skipped) >= 2 * 16 * 16, sum(skipped)
-            skipped.clear()
-    assert sum(skipped) == 0
-    assert weights["left-out"].keys() == weights["full"].keys()
-    for key, value in weights["left-out"].items():
-        assert torch.equal(value, weights["full"][key]), key
+        if name != "full":
+            skipped.clear()  # (the processes' evaluation, in this process, leaves rows out as well)
+    assert sum(skipped) == 0  # "full": nothing left out
+    for other in ("processes", "full"):
+        assert weights["left-out"].keys() == weights[other].keys()
+        for key, value in weights["left-out"].items():
+            assert torch.equal(value, weights[other][key]), (other, key)

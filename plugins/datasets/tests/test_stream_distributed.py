@@ -2,14 +2,11 @@
 process reading the same global batches (the ``datasets.stream`` sampler's streams; 1e-5).
 
 Run as a script (``python test_stream_distributed.py SPEC``) this module is the worker: it trains SPEC in two
-processes started with ``torch.multiprocessing.spawn`` on a free port.
+processes (:func:`cl_core.testing.gloo.spawn`).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 
 import torch
@@ -59,33 +56,20 @@ def _host():
     return host
 
 
-def _worker(rank: int, world: int, port: int, spec: str) -> None:
-    import torch.distributed as dist
-
+def _worker(rank: int, world: int, spec: str) -> None:
     from cl_core.runs import train
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        train(spec, host=_host(), log=lambda m: None)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    train(spec, host=_host(), log=lambda m: None)
 
 
 if __name__ == "__main__":
-    import torch.multiprocessing as mp
+    from cl_core.testing.gloo import spawn
 
-    mp.spawn(_worker, args=(2, _free_port(), sys.argv[1]), nprocs=2, join=True)
+    spawn(_worker, 2, sys.argv[1])
 else:
     from safetensors.torch import load_file
+
+    from cl_core.testing.gloo import run_script
 
     def test_two_ranks_streaming_their_own_shards_train_the_weights_of_one(tmp_path):
         from cl_core.runs import train
@@ -100,9 +84,7 @@ else:
         for name in ("one", "two"):
             specs[name] = tmp_path / f"{name}.toml"
             specs[name].write_text(SPEC.format(out=(tmp_path / "runs").as_posix(), name=name, root=root.as_posix()))
-        proc = subprocess.run([sys.executable, __file__, str(specs["two"])], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
-        assert proc.returncode == 0, proc.stderr[-4000:]
+        run_script(__file__, specs["two"])
         train(specs["one"], host=_host(), log=lambda m: None)
         one = load_file(str(tmp_path / "runs" / "one" / "model.safetensors"))
         two = load_file(str(tmp_path / "runs" / "two" / "model.safetensors"))

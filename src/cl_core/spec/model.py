@@ -144,6 +144,10 @@ class AdamWParams:
         data_workers: threads that run the encoders' ``prepare`` (decoding, resizing, tokenising) on the next
             batches while the model trains on this one (1: one background thread). The batches and their order are
             the same for every value; more threads feed a fast accelerator from several CPU cores.
+        data_processes: run ``prepare`` in this many spawned worker processes instead of threads, as
+            ``DataLoader(num_workers=N)`` does (0: in this process's ``data_workers`` threads). The batches and
+            their order are the same; each worker holds a copy of the pipeline's data path (see
+            :mod:`cl_core.prepare_processes`), so a frozen tower's cached rows are still decoded there.
     """
 
     epochs: int = field(default=1, validator=validators.gt(0))
@@ -166,6 +170,7 @@ class AdamWParams:
     tensorboard: bool = True
     progress: bool = True
     data_workers: int = field(default=1, validator=validators.ge(1))
+    data_processes: int = field(default=0, validator=validators.ge(0))
 
 
 @frozen(kw_only=True)

@@ -145,31 +145,9 @@ def build_squares(params: SquaresParams, ctx: Any) -> Any:
 
 
 def build_pixels(params: PixelsParams, ctx: Any) -> Any:
-    import numpy as np
-    import torch
+    from .toy_modules import Pixels
 
-    from ..components import Encoder
-
-    class Pixels(Encoder):
-        modality = "image"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(3, params.embed_dim)
-
-        @property
-        def embed_dim(self) -> int:
-            return params.embed_dim
-
-        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-            rows = [np.asarray(i.convert("RGB").resize((4, 4)), dtype=np.float32).reshape(-1, 3).mean(0) / 255
-                    for i in items]
-            return {"x": torch.as_tensor(np.stack(rows) if rows else np.zeros((0, 3), np.float32))}
-
-        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return self.proj(inputs["x"] - params.center)
-
-    return Pixels()
+    return Pixels(params.embed_dim, params.center)
 
 
 @hookimpl

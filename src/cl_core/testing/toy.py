@@ -202,144 +202,27 @@ def build_bound(params: ToyBoundParams, ctx: Any):
     return Bound()
 
 
-def build_linear(params: ToyLinearParams, ctx: Any):
-    import numpy as np
-    import torch
-
-    from ..components import Encoder
-    from ..types import EncoderOutput
-
-    class Linear(Encoder):
-        modality = "vector"
-        provides_tokens = params.tokens > 0
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.proj = torch.nn.Linear(params.in_dim, params.embed_dim)
-            if params.tokens:
-                self.token_proj = torch.nn.Linear(params.in_dim, params.tokens * params.embed_dim)
-
-        @property
-        def embed_dim(self) -> int:
-            return params.embed_dim
-
-        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-            if len(items) == 0:
-                return {"x": torch.empty(0, params.in_dim)}
-            return {"x": torch.as_tensor(np.stack(items), dtype=torch.float32)}
-
-        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            return self._encode_states(inputs).embedding
-
-        def _encode_states(self, inputs: Mapping[str, torch.Tensor]) -> EncoderOutput:
-            x = inputs["x"]
-            if not params.tokens:
-                return EncoderOutput(self.proj(x))
-            tokens = self.token_proj(x).view(x.shape[0], params.tokens, params.embed_dim)
-            return EncoderOutput(self.proj(x) + tokens.mean(dim=1), tokens=tokens)
-
-    return Linear()
-
-
 #: The characters the toy text components know; index 0 pads, 1 starts and 2 ends a caption.
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 "
 PAD, BOS, EOS = 0, 1, 2
 
 
-def _char_ids(texts: Sequence[str], *, bos: bool, eos: bool) -> Any:
-    """``[B, T]`` int64 character ids of ``texts`` (unknown characters dropped), padded with ``PAD``."""
-    import torch
+def build_linear(params: ToyLinearParams, ctx: Any):
+    from .toy_modules import Linear, TokenLinear
 
-    rows = [[BOS] * bos + [3 + CHARS.index(ch) for ch in str(t).lower() if ch in CHARS] + [EOS] * eos for t in texts]
-    width = max(1, max((len(r) for r in rows), default=1))
-    return torch.tensor([r + [PAD] * (width - len(r)) for r in rows], dtype=torch.long)
+    return (TokenLinear if params.tokens else Linear)(params.in_dim, params.embed_dim, params.tokens)
 
 
 def build_chars(params: ToyCharsParams, ctx: Any):
-    import torch
+    from .toy_modules import Chars
 
-    from ..components import Encoder
-
-    class Chars(Encoder):
-        modality = "text"
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.table = torch.nn.Embedding(3 + len(CHARS), 16, padding_idx=PAD)
-            self.proj = torch.nn.Linear(16, params.embed_dim)
-
-        @property
-        def embed_dim(self) -> int:
-            return params.embed_dim
-
-        def prepare(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
-            return {"ids": _char_ids(items, bos=False, eos=False)}
-
-        def _encode(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            ids = inputs["ids"]
-            mask = (ids != PAD).unsqueeze(-1).to(self.table.weight.dtype)
-            mean = (self.table(ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
-            return self.proj(mean)
-
-    return Chars()
+    return Chars(params.embed_dim)
 
 
 def build_char_decoder(params: ToyCharDecoderParams, ctx: Any):
-    import torch
-    import torch.nn.functional as F
+    from .toy_modules import CharDecoder, TokenCharDecoder
 
-    from ..components import Decoder
-    from ..types import LossOutput
-
-    class CharDecoder(Decoder):
-        trainable = True
-        reads_tokens = params.reads_tokens
-
-        def __init__(self) -> None:
-            super().__init__()
-            vocab = 3 + len(CHARS)
-            self.init = torch.nn.Linear(params.embed_dim, params.hidden)
-            self.table = torch.nn.Embedding(vocab, params.hidden)
-            self.gru = torch.nn.GRU(params.hidden, params.hidden, batch_first=True)
-            self.out = torch.nn.Linear(params.hidden, vocab)
-
-        def prepare(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-            return {"ids": _char_ids(texts, bos=True, eos=True)}
-
-        def _inputs(self, ids: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-            return self.table(ids) + self.init(condition).unsqueeze(1)
-
-        def _condition(self, condition: Any) -> torch.Tensor:
-            return condition.tokens.mean(dim=1) if params.reads_tokens else condition.embedding
-
-        def _caption_loss(self, condition: Any, targets: Mapping[str, torch.Tensor]) -> Any:
-            ids = targets["ids"]
-            states, _ = self.gru(self._inputs(ids[:, :-1], self._condition(condition)))
-            logits = self.out(states)
-            value = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD)
-            return LossOutput(value)
-
-        def _decode_output(self, condition: Any, *, max_length: int) -> list[str]:
-            return self._decode(self._condition(condition), max_length=max_length)
-
-        def _decode(self, embeddings: torch.Tensor, *, max_length: int) -> list[str]:
-            hidden = None
-            token = torch.full((embeddings.shape[0], 1), BOS, dtype=torch.long, device=embeddings.device)
-            chars: list[list[str]] = [[] for _ in range(embeddings.shape[0])]
-            done = [False] * embeddings.shape[0]
-            for _ in range(max_length):
-                states, hidden = self.gru(self._inputs(token, embeddings), hidden)
-                token = self.out(states[:, -1]).argmax(-1, keepdim=True)
-                for row, t in enumerate(token[:, 0].tolist()):
-                    if t == EOS:
-                        done[row] = True
-                    elif not done[row] and t > EOS:
-                        chars[row].append(CHARS[t - 3])
-                if all(done):
-                    break
-            return ["".join(c) for c in chars]
-
-    return CharDecoder()
+    return (TokenCharDecoder if params.reads_tokens else CharDecoder)(params.embed_dim, params.hidden)
 
 
 def build_alignment(params: ToyAlignmentParams, ctx: Any):
@@ -370,20 +253,9 @@ def build_alignment(params: ToyAlignmentParams, ctx: Any):
 
 
 def build_class_decoder(params: ToyClassDecoderParams, ctx: Any):
-    import torch
+    from .toy_modules import ClassNames
 
-    from ..components import Decoder
-
-    class ClassNames(Decoder):
-        def __init__(self) -> None:
-            super().__init__()
-            self.prototypes = torch.nn.Parameter(torch.randn(params.classes, params.embed_dim))
-
-        def _decode(self, embeddings: torch.Tensor, *, max_length: int) -> list[str]:
-            nearest = (embeddings @ self.prototypes.t()).argmax(1).tolist()
-            return [" ".join(f"class {i}".split()[:max_length]) for i in nearest]
-
-    return ClassNames()
+    return ClassNames(params.classes, params.embed_dim)
 
 
 @hookimpl
