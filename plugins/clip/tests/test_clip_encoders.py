@@ -161,6 +161,32 @@ def test_minilm_trainable_top_layers(captions):
         MiniLM(P.MiniLMParams(pretrained=False, trainable_layers=7))
 
 
+def test_efficientnet_trainable_blocks_tune_the_tail_of_a_frozen_trunk(images):
+    """``trainable_blocks = 2``: blocks 14-15 of Lite0 and the head convolution train (train mode, gradients,
+    BatchNorm statistics that move); the stem and blocks 0-13 stay locked; no cache keys."""
+    tower = EfficientNetLite(P.EfficientNetParams(image_size=32, embed_dim=8, pretrained=False, trainable_blocks=2))
+    tower.train()
+    trunk = tower.trunk
+    training = {n.split(".")[1] + ("." + n.split(".")[2] if n.startswith("trunk._blocks") else "")
+                for n, p in tower.named_parameters() if p.requires_grad and n.startswith("trunk.")}
+    assert training == {"_blocks.14", "_blocks.15", "_conv_head", "_bn1"}
+    assert not trunk._bn0.training and not trunk._blocks[13].training and trunk._blocks[14].training
+    prepared = tower.prepare(images)
+    assert "key" not in prepared
+    locked_stats = trunk._blocks[13]._bn2.running_mean.clone()
+    tuned_stats = trunk._blocks[15]._bn2.running_mean.clone()
+    tower.encode(prepared).square().sum().backward()
+    assert all(p.grad is None for p in trunk._blocks[13].parameters()) and trunk._conv_stem.weight.grad is None
+    assert all(p.grad is not None for p in trunk._blocks[15].parameters() if p.requires_grad)
+    assert trunk._conv_head.weight.grad.abs().sum() > 0
+    assert torch.equal(trunk._blocks[13]._bn2.running_mean, locked_stats)
+    assert not torch.equal(trunk._blocks[15]._bn2.running_mean, tuned_stats)
+    with pytest.raises(ValueError, match="has 16 blocks"):
+        P.EfficientNetParams(trainable_blocks=17)
+    with pytest.raises(ValueError, match="set freeze = true"):
+        P.EfficientNetParams(trainable_blocks=1, freeze=False)
+
+
 # -- feature cache ------------------------------------------------------------------------------------
 def _count_trunk_rows(tower):
     calls = []

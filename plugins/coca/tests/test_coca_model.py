@@ -145,3 +145,16 @@ def test_captions_need_the_image_tokens():
         captioner.decode(torch.randn(2, 32), max_length=4)
     with pytest.raises(ValueError, match=r"\[B, M, 32\]"):
         captioner.decode(EncoderOutput(torch.randn(2, 8), tokens=torch.randn(2, 3, 8)), max_length=4)
+
+
+def test_a_partly_tuned_efficientnet_trains_its_last_blocks_through_both_poolers():
+    """``trainable_blocks = 1``: the caption tokens and the contrastive embedding both send gradients into the last
+    MBConv block and the head convolution, never into the locked blocks before it."""
+    image = CoCaImage(CoCaImageParams(image_size=64, pretrained=False, trainable_blocks=1, width=32, heads=2,
+                                      caption_queries=3, caption_width=32, embed_dim=16)).train()
+    trunk = image.grid.trunk
+    items = [np.full((64, 64, 3), 40 * i, dtype=np.uint8) for i in range(3)]
+    out = image.encode_states(image.prepare(items))
+    (out.embedding.square().sum() + out.tokens.square().sum()).backward()
+    assert trunk._blocks[15]._project_conv.weight.grad.abs().sum() > 0 and trunk._conv_head.weight.grad is not None
+    assert all(p.grad is None for p in trunk._blocks[14].parameters()) and not trunk._blocks[14].training

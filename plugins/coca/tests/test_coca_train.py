@@ -87,6 +87,7 @@ def test_resume_after_a_kill_gives_bit_identical_weights(make_spec, host):
 @pytest.mark.parametrize(("change", "path"), [
     ("encoders.image.caption_width=16", "encoders.image.caption_width"),
     ("encoders.image.caption_queries=0", "encoders.image.caption_queries"),
+    ("encoders.image.trainable_blocks=17", "encoders.image"),
     ("encoders.image.heads=3", "encoders.image"),
     ("encoders.text.heads=3", "encoders.text"),
     ("objective[1].weight=-1.0", "objective[1].weight"),

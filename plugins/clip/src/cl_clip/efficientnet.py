@@ -65,6 +65,16 @@ def efficientnet_lite(variant: str, image_size: int, pretrained: bool) -> nn.Mod
     return model
 
 
+def locked_parts(trunk: nn.Module, trainable_blocks: int) -> list[nn.Module]:
+    """The modules of an EfficientNet trunk that a frozen tower locks: all of it, or with ``trainable_blocks``
+    everything before its last ``trainable_blocks`` MBConv blocks (stem and earlier blocks; the head convolution
+    trains with the tail)."""
+    if not trainable_blocks:
+        return [trunk]
+    blocks = list(trunk._blocks)
+    return [trunk._conv_stem, trunk._bn0, *blocks[: len(blocks) - trainable_blocks]]
+
+
 class EfficientNetLite(ImageTower):
     """EfficientNet-Lite tower: pixels -> pooled features (1280-d, plus ``pool_blocks``) -> ``[B, embed_dim]``."""
 
@@ -76,7 +86,7 @@ class EfficientNetLite(ImageTower):
             mean=params.mean or IMAGENET_MEAN, std=params.std or IMAGENET_STD, augment=params.augment,
             freeze=params.freeze, cache_features=params.cache_features, flip=params.flip, head=params.head,
             head_hidden=params.head_hidden, head_dropout=params.head_dropout, resize_mode=params.resize_mode,
-            fill_color=params.fill_color,
+            fill_color=params.fill_color, frozen_parts=locked_parts(trunk, params.trainable_blocks),
         )
         self.params = params
         self.pool_blocks = frozenset(params.pool_blocks)

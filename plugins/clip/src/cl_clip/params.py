@@ -190,6 +190,9 @@ class EfficientNetParams:
         image_size: input side in pixels (square), > 0; multiples of 32 keep the pretrained padding.
         embed_dim: width N of the joint embedding space, > 0.
         freeze: keep the pretrained trunk fixed (eval mode, no gradients); only the projection trains.
+        trainable_blocks: with ``freeze``, how many of the last MBConv blocks still train, together with the
+            head convolution (0: the whole trunk locked); a partly tuned trunk runs on every step (no feature
+            cache), its locked blocks in eval mode.
         pretrained: load the ImageNet weights; False builds a random network (tests).
         augment: on-device kornia augmentation in training mode (see ``clip.vit``).
         cache_features: cache trunk features of repeated images (frozen trunk, no augmentation); images
@@ -214,6 +217,7 @@ class EfficientNetParams:
     image_size: int = field(default=128, validator=_pos)
     embed_dim: int = field(default=256, validator=_pos)
     freeze: bool = True
+    trainable_blocks: int = field(default=0, validator=validators.ge(0))
     pretrained: bool = True
     augment: bool = False
     cache_features: bool = True
@@ -229,6 +233,19 @@ class EfficientNetParams:
 
     def __attrs_post_init__(self) -> None:
         _pool_blocks_fit(self.variant, self.pool_blocks)
+        trainable_blocks_fit(self.variant, self.trainable_blocks, self.freeze)
+
+
+def trainable_blocks_fit(variant: str, trainable_blocks: int, freeze: bool) -> None:
+    """Raises ValueError for more trainable blocks than the variant has, or for trainable blocks of a trunk that is
+    not frozen (where every block trains anyway)."""
+    blocks = EFFICIENTNET_BLOCKS[variant]
+    if trainable_blocks > blocks:
+        raise ValueError(f"trainable_blocks = {trainable_blocks}: EfficientNet-{variant.capitalize()} has {blocks} "
+                         "blocks")
+    if trainable_blocks and not freeze:
+        raise ValueError("trainable_blocks keeps the last blocks of a frozen trunk training: set freeze = true (with "
+                         "freeze = false every block trains)")
 
 
 @frozen(kw_only=True)

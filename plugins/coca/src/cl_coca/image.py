@@ -50,7 +50,7 @@ class EfficientNetGrid(EfficientNetLite):
     def __init__(self, params: CoCaImageParams) -> None:
         super().__init__(EfficientNetParams(
             variant=params.variant, image_size=params.image_size, embed_dim=1, freeze=params.freeze,
-            pretrained=params.pretrained, cache_features=params.cache_features, mean=params.mean, std=params.std,
+            trainable_blocks=params.trainable_blocks, pretrained=params.pretrained, cache_features=params.cache_features, mean=params.mean, std=params.std,
             pool_blocks=tuple(sorted(set(params.token_blocks))), resize_mode=params.resize_mode,
             fill_color=params.fill_color))
         with torch.no_grad():  # the grid side follows from the trunk's strides and "same" padding

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from attrs import field, frozen, validators
 
+from cl_clip.params import EFFICIENTNET_BLOCKS, trainable_blocks_fit
 from cl_core.api import folder_or_hub_id
 from cl_lm.params import stop_strings, top_p_range
 
@@ -16,8 +17,6 @@ Variant = Literal["lite0", "lite1", "lite2"]
 ResizeMode = Literal["shortest", "squash", "longest"]
 Method = Literal["greedy", "beam", "sample"]
 
-#: MBConv blocks per EfficientNet-Lite variant (as ``cl_clip.params.EFFICIENTNET_BLOCKS``).
-EFFICIENTNET_BLOCKS = {"lite0": 16, "lite1": 21, "lite2": 21}
 
 _pos = validators.gt(0)
 _FOLDER = folder_or_hub_id()
@@ -59,6 +58,8 @@ class CoCaImageParams:
         token_blocks: EfficientNet MBConv blocks whose outputs join the head convolution's map as extra channels of
             each grid token (resized to the last map's grid by average pooling); default none.
         freeze: keep the EfficientNet trunk fixed (a locked tower: eval mode, no gradients, its token grids cached).
+        trainable_blocks: with ``freeze``, how many of the EfficientNet's last MBConv blocks (and its head
+            convolution) still train: a partly tuned trunk (0: locked). It runs on every step, without the cache.
         pretrained: load the ImageNet weights (False: random, for tests).
         cache_features: cache the frozen trunk's token grids of repeated images.
         patch: the ViT's patch side in pixels (``trunk = "vit"``).
@@ -84,6 +85,7 @@ class CoCaImageParams:
     image_size: int = field(default=160, validator=_pos)
     token_blocks: tuple[int, ...] = field(default=(), validator=validators.deep_iterable(validators.ge(0)))
     freeze: bool = True
+    trainable_blocks: int = field(default=0, validator=validators.ge(0))
     pretrained: bool = True
     cache_features: bool = True
     patch: int = field(default=16, validator=_pos)
@@ -109,7 +111,10 @@ class CoCaImageParams:
             _heads_divide(self.vit_width, self.vit_heads, "vit_width")
             if self.token_blocks:
                 raise ValueError("token_blocks pick EfficientNet blocks; the ViT's tokens are its outputs")
+            if self.trainable_blocks:
+                raise ValueError("trainable_blocks partly tunes an EfficientNet; the ViT trains whole")
         else:
+            trainable_blocks_fit(self.variant, self.trainable_blocks, self.freeze)
             blocks = EFFICIENTNET_BLOCKS[self.variant]
             late = sorted(b for b in self.token_blocks if b >= blocks)
             if late:
