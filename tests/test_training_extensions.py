@@ -444,3 +444,15 @@ def test_prepare_processes_give_the_weights_of_one_thread(toy_spec, toy_host):
     with pytest.raises(ClError, match=r"trainer\.data_processes: .*cannot be copied into worker processes .*lambda.*"
                                       r"trainer\.data_processes = 0"):
         data_path_payload(pipeline)
+
+
+def test_train_refuses_to_run_inside_a_worker_that_is_importing_its_parents_script(toy_spec, toy_host, monkeypatch):
+    """An unguarded script calling train() is run again by each spawned data worker: there it stops at once, with
+    the fix, instead of training again (and keeping the parent waiting)."""
+    import multiprocessing.process
+
+    monkeypatch.setattr(multiprocessing.process.current_process(), "_inheriting", True, raising=False)
+    path, out = toy_spec("data_processes = 2", name="unguarded")
+    with pytest.raises(ClError, match=r'under `if __name__ == "__main__":`'):
+        train(path, host=toy_host, log=lambda m: None)
+    assert not (out / "unguarded").exists()

@@ -58,6 +58,11 @@ def _dataset(images: Path | None, captions: Path | None, spec: Path | None, hold
 def shard(images: Path | None, captions: Path | None, spec: Path | None, holdout: float | None, out: Path,
           shard_size: int, skip_bad: bool) -> None:
     """Write every split of a dataset as WebDataset tar shards (train it with datasets.shards + datasets.stream)."""
+    if "://" in str(out) or str(out).startswith(("http:/", "https:/")):
+        _fail(f"--out {out}: shards are written to a local folder; copy it to your server afterwards (datasets.shards "
+              "reads it back from the URL)")
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: a file is there; give a folder for the shards and shards.json")
     try:
         from cl_datasets.shards import write_shards
     except ImportError:

@@ -385,6 +385,18 @@ def _fit_and_write(plan: _Plan, pipeline: Pipeline, trainer: TrainingLoop, run_d
                      start_results=trainer.start_results)
 
 
+def _refuse_spawn_bootstrap() -> None:
+    """Raise ClError inside a spawned worker that is re-running its parent's script: a script that calls
+    :func:`train` at module level, without ``if __name__ == "__main__":``, would otherwise train again in every data
+    worker (``trainer.data_processes``) while the parent waits for them."""
+    import multiprocessing.process
+
+    if getattr(multiprocessing.process.current_process(), "_inheriting", False):
+        raise ClError("train() was called while a worker process started (it runs your script again to import it): "
+                      "put the call under `if __name__ == \"__main__\":` (trainer.data_processes spawns workers, as "
+                      "DataLoader's num_workers does)")
+
+
 def train(
     spec_path: str | Path | None = None,
     *,
@@ -407,6 +419,7 @@ def train(
             (``__notes__``): the run directory is kept with the resume command if it holds a checkpoint, else
             removed.
     """
+    _refuse_spawn_bootstrap()
     host = host or default_host()
     registry = host.registry()
     plan = _plan_run(spec_path, resume, list(overrides), registry)

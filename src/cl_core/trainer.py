@@ -138,8 +138,10 @@ def _prefetch(batches: Iterator[Batch], prepare: Callable[[Batch], Any], depth: 
             try:
                 result = prepared.result()
             except BrokenExecutor as exc:
-                raise ClError(f"a data-path worker process died ({exc}); if the machine ran out of memory, lower "
-                              "trainer.data_processes or prepare in threads (trainer.data_processes = 0)") from None
+                raise ClError(f"a data-path worker process died ({exc}); its own error, if it printed one, is above. "
+                              "A script that calls train() must do so under `if __name__ == \"__main__\":`; if the "
+                              "machine ran out of memory, lower trainer.data_processes or prepare in threads "
+                              "(trainer.data_processes = 0)") from None
             yield batch, result
     finally:
         stop.set()

@@ -226,6 +226,34 @@ def test_cl_data_shard_writes_an_image_caption_folder_and_names_mistakes(tmp_pat
     assert skipped.exit_code == 0, skipped.output
     index = json.loads((tmp_path / "z" / "shards.json").read_text())
     assert sum(s["count"] for split in index["splits"].values() for s in split["shards"]) == 9
+    (tmp_path / "a-file").write_text("x")
+    for out, said in ((tmp_path / "a-file", "a file is there"), ("http://127.0.0.1:1/up/", "a local folder")):
+        wrong = runner.invoke(main, ["data", "shard", "--images", str(images), "--captions", str(captions), "--out",
+                                     str(out), "--skip-bad"])
+        assert wrong.exit_code != 0 and said in wrong.output and "Traceback" not in wrong.output, wrong.output
+    assert not (tmp_path / "http:").exists()
+
+
+def test_evaluation_splits_check_their_counts_and_say_what_they_skipped(root, tmp_path):
+    shard = root / "heldout-000000.tar"
+    kept = tmp_path / "kept.tar"
+    with tarfile.open(shard) as src, tarfile.open(kept, "w") as dst:
+        for member in src.getmembers()[:6]:  # 2 of its 16 examples, cut at an example boundary
+            dst.addfile(member, src.extractfile(member))
+    kept.replace(shard)
+    with pytest.raises(DataError, match=r"heldout-000000\.tar \(example heldout-000000001\): truncated: 2 of the 16"):
+        _dataset(root)
+    with pytest.warns(UserWarning, match=r"split 'heldout' skipped 1 shard\(s\) or example\(s\) and keeps 6"):
+        heldout = _dataset(root, on_error="skip").splits()["heldout"]
+    assert len(heldout) == 6 and heldout.skipped[0][2].startswith("truncated")  # the 2 before the cut, and shard 2
+
+
+def test_skipping_is_refused_across_ranks(root, monkeypatch):
+    import cl_datasets.stream as stream
+
+    monkeypatch.setattr(stream, "world", lambda: (0, 2))
+    with pytest.raises(DataError, match=r"on_error = \"skip\" cannot be used by 2 ranks"):
+        _epoch(_dataset(root, on_error="skip"), streams=2)
 
 
 def test_skipping_that_leaves_a_stream_empty_is_an_error_and_sampler_sizes_are_located(root, tmp_path):
@@ -308,7 +336,7 @@ def test_unreachable_missing_failing_and_cut_urls_are_named(root, served, tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    with pytest.raises(DataError, match=rf"{dead}/shards.json: cannot read the shard index"):
+    with pytest.raises(DataError, match=rf"{dead}/shards.json: cannot read the shard index .*check that the server"):
         _dataset(dead)
     (root / "train-000001.tar").unlink()  # the server answers 404
     server.fail.add("train-000003.tar")

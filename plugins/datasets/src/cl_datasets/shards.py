@@ -225,8 +225,10 @@ def read_index(root: str) -> dict[str, Any]:
         with fsspec.open(url, "rt") as f:
             index = json.load(f)
     except (ValueError, *_transport_errors()) as exc:
-        raise DataError(f"{url}: cannot read the shard index ({type(exc).__name__}: {exc}); write shards with "
-                        "`cl data shard`") from None
+        # fsspec reports a refused connection and an HTTP error on a HEAD request as FileNotFoundError too
+        hint = ("check that the server is up and the URL is right (the folder holding shards.json)" if "://" in url
+                else "write shards with `cl data shard`")
+        raise DataError(f"{url}: cannot read the shard index ({type(exc).__name__}: {exc}); {hint}") from None
     if not isinstance(index, dict) or index.get("format") != FORMAT or "splits" not in index:
         raise DataError(f"{url}: not a shard index of format {FORMAT}")
     return index

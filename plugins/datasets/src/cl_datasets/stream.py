@@ -38,13 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from cl_core.api import Batch, DataError, Dataset, DataSource, Sampler, spec_problem, world
+from cl_core.api import Batch, ClWarning, DataError, Dataset, DataSource, Sampler, spec_problem, world
 
 from .params import ShardsParams, StreamParams
 from .shards import ShardProblem, decode_sample, pick_fields, raw_samples, read_index, shard_url
 
 
-class ShardWarning(UserWarning):
+class ShardWarning(ClWarning):
     """Examples or shards skipped while streaming (``on_error = "skip"``)."""
 
 
@@ -93,18 +93,33 @@ class ShardSplit(DataSource):
         self.class_descriptions = entry.get("class_descriptions")
         wanted = dict(extensions, **({"label": "cls"} if "label" in index["fields"] else {}))
         rows: list[dict[str, Any]] = []
+        skipped: list = []
         for shard in entry["shards"]:
             url = shard_url(root, shard["name"])
+            seen, key = 0, None
             try:
                 for raw in raw_samples(url):
                     if limit is not None and len(rows) >= limit:
                         break
+                    seen, key = seen + 1, raw.get("__key__")
                     try:
                         rows.append(decode_sample(pick_fields(raw, wanted, url), wanted, url))
                     except ShardProblem as problem:
-                        _handle(problem, on_error, None)
+                        _handle(problem, on_error, skipped)
+                else:  # read to its end: as many examples as the index counts, or it was cut
+                    if seen < int(shard["count"]):
+                        raise ShardProblem(url, key, f"truncated: {seen} of the {shard['count']} examples the "
+                                                     "index counts")
             except ShardProblem as problem:
-                _handle(problem, on_error, None)
+                _handle(problem, on_error, skipped)
+            if limit is not None and len(rows) >= limit:
+                break
+        if skipped:
+            url, key, what = skipped[0]
+            warnings.warn(ShardWarning(f"datasets.shards: split {split!r} skipped {len(skipped)} shard(s) or "
+                                       f"example(s) and keeps {len(rows)} (first: {url}"
+                                       f"{f' (example {key})' if key else ''}: {what})"), stacklevel=2)
+        self.skipped = skipped
         self._rows = rows
         self.labels = np.asarray([r["label"] for r in rows], dtype=np.int64) if "label" in wanted else None
 
@@ -268,6 +283,11 @@ class StreamSampler(Sampler):
         src = self._source(source)
         p = self.params
         rank, size = world()
+        if size > 1 and src.on_error == "skip":
+            # A rank that skips ends its epoch early while the others go on: the ranks' collectives fall out of step.
+            raise DataError(f"data.on_error = \"skip\" cannot be used by {size} ranks (torchrun): a rank that skips "
+                            "runs out of batches before the others and the ranks fall out of step; stop on a bad "
+                            "shard (on_error = \"stop\", the default) and fix or remove it")
         if p.streams % size:
             raise DataError(f"sampler.streams = {p.streams} cannot be dealt to {size} ranks: make it a multiple of "
                             "the world size")
