@@ -414,6 +414,8 @@ def test_prepare_processes_give_the_weights_of_one_thread(toy_spec, toy_host):
 
     one = train(toy_spec(name="one")[0], host=toy_host, log=lambda m: None)
     two = train(toy_spec("data_processes = 2", name="two")[0], host=toy_host, log=lambda m: None)
+    with pytest.warns(UserWarning, match=r"data_processes = 4096 on a machine with \d+ CPU cores"):
+        train(toy_spec("data_processes = 4096", name="many", epochs=1)[0], host=toy_host, log=lambda m: None)
     a, b = load_file(str(one.run_dir / "model.safetensors")), load_file(str(two.run_dir / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

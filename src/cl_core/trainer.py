@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import queue
 from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -26,7 +28,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .components import DataSource, TrainContext, TrainingLoop
 from .components.training import CHECKPOINT_NAME, METRICS_NAME
-from .errors import BuildError, CheckpointError, ClError, Problem, SpecError
+from .errors import BuildError, CheckpointError, ClError, ClWarning, Problem, SpecError
 from .spec import AdamWParams
 from .types import Batch
 
@@ -238,6 +240,11 @@ class Trainer(TrainingLoop):
             from .prepare_processes import data_path_payload
 
             self._worker_payload = data_path_payload(pipeline)
+            cores = os.cpu_count() or 1
+            if spec.data_processes > cores:
+                warnings.warn(ClWarning(f"trainer.data_processes = {spec.data_processes} on a machine with {cores} "
+                                        "CPU cores: each worker holds a copy of the data path, and more workers "
+                                        "than cores only share them"), stacklevel=2)
         # Under torchrun each rank trains on its share of every batch; losses gather across ranks, gradients
         # are averaged before each step, and only rank 0 writes files. Averaging once per optimizer step
         # (distributed.average_gradients) is what DDP does, without DDP's requirements: the loss is not a
