@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import time
 from collections import Counter
 
 import numpy as np
@@ -283,7 +284,8 @@ def test_skipping_that_leaves_a_stream_empty_is_an_error_and_sampler_sizes_are_l
 @pytest.fixture
 def served(root):
     """``(base URL of root, server)``: a local HTTP server of the shard folder; paths in ``server.fail`` answer 500,
-    paths in ``server.cut`` send their header's full length but only half the body, then close."""
+    paths in ``server.cut`` send their header's full length but only half the body, then close; paths in
+    ``server.stall`` send half the body and then nothing for 3 s."""
     import functools
     import http.server
     import threading
@@ -299,18 +301,21 @@ def served(root):
             if name in self.server.fail:
                 self.send_error(500, "broken on purpose")
                 return
-            if name in self.server.cut:
+            if name in self.server.cut or name in self.server.stall:
                 body = (root / name).read_bytes()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                if name in self.server.stall:
+                    time.sleep(3)
                 self.close_connection = True
                 return
             super().do_GET()
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    server.fail, server.cut = set(), set()
+    server.fail, server.cut, server.stall = set(), set(), set()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", server
@@ -352,6 +357,15 @@ def test_unreachable_missing_failing_and_cut_urls_are_named(root, served, tmp_pa
     assert what["train-000005.tar"].startswith("corrupt or truncated")
     texts = _texts(batches)
     assert "example 16" not in texts and "example 48" not in texts and "example 33" in texts
+
+
+def test_a_stalled_server_times_out_and_is_named(root, served):
+    url, server = served
+    server.stall.add("train-000002.tar")
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=rf"{url}/train-000002\.tar: timed out .*nothing received for 0\.5 s"):
+        _epoch(_dataset(url, read_timeout=0.5), shuffle=0)
+    assert time.perf_counter() - started < 3  # it gave up before the server sent anything more
 
 
 def test_a_url_without_aiohttp_names_the_install_command(root, monkeypatch):

@@ -222,12 +222,15 @@ class ShardsParams:
             names the first; the examples before a break in a shard are kept; a skip that leaves an epoch without a
             batch stops the run).
         max_eval: most examples read per evaluation split (None: all).
+        read_timeout: seconds an ``http(s)://`` shard may send nothing (connecting, or mid-shard) before it is a
+            shard that cannot be read (``on_error`` then applies), > 0; local files do not time out.
     """
 
     root: str = field(validator=validators.min_len(1))
     train_split: str = "train"
     on_error: Literal["stop", "skip"] = field(default="stop", validator=validators.in_(("stop", "skip")))
     max_eval: int | None = field(default=None, validator=validators.optional(validators.ge(1)))
+    read_timeout: float = field(default=60.0, validator=validators.gt(0))
 
 
 @frozen(kw_only=True)

@@ -15,6 +15,7 @@ URLs: ``http(s)://`` needs ``aiohttp``, ``pip install 'cl-datasets[http]'``), on
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import tarfile
@@ -179,11 +180,12 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     """What reading a path or URL raises when the shard or the server fails: ``OSError`` (fsspec maps a missing
     file, a refused connection and an HTTP 404 to ``FileNotFoundError``), and aiohttp's own errors (an HTTP 5xx,
     a connection cut mid-transfer), which are not ``OSError``s."""
+    # asyncio's TimeoutError (fsspec's FSTimeoutError) is the built-in one only from Python 3.11
     try:
         from aiohttp import ClientError
     except ImportError:
-        return (OSError,)
-    return (OSError, ClientError)
+        return (OSError, asyncio.TimeoutError)
+    return (OSError, asyncio.TimeoutError, ClientError)
 
 
 def _cut_errors() -> tuple[type[BaseException], ...]:
@@ -211,7 +213,7 @@ def _check_protocol(url: str) -> None:
         raise DataError(f"{url}: {exc}") from None
 
 
-def read_index(root: str) -> dict[str, Any]:
+def read_index(root: str, read_timeout: float | None = None) -> dict[str, Any]:
     """The ``shards.json`` of a shard folder or URL prefix.
 
     Raises:
@@ -222,7 +224,7 @@ def read_index(root: str) -> dict[str, Any]:
     url = root.rstrip("/") + "/" + INDEX
     _check_protocol(url)
     try:
-        with fsspec.open(url, "rt") as f:
+        with fsspec.open(url, "rt", **_open_options(url, read_timeout)) as f:
             index = json.load(f)
     except (ValueError, *_transport_errors()) as exc:
         # fsspec reports a refused connection and an HTTP error on a HEAD request as FileNotFoundError too
@@ -243,13 +245,25 @@ class ShardProblem(Exception):
         self.url, self.key, self.what = url, key, what
 
 
-def raw_samples(url: str) -> Iterator[dict[str, Any]]:
+def _open_options(url: str, read_timeout: float | None) -> dict[str, Any]:
+    """fsspec storage options: an aiohttp timeout for ``http(s)://`` (None: aiohttp's own), nothing otherwise."""
+    if read_timeout is None or not url.startswith(("http://", "https://")):
+        return {}
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=read_timeout, sock_read=read_timeout)
+    return {"client_kwargs": {"timeout": timeout}}
+
+
+def raw_samples(url: str, read_timeout: float | None = None) -> Iterator[dict[str, Any]]:
     """The examples of one shard, in order, as ``{"__key__": key, "<field>.<ext>": bytes, ...}`` (not decoded;
     :func:`pick_fields` takes the fields).
 
+    ``read_timeout``: seconds an HTTP shard may send nothing before it fails (a stalled server).
+
     Raises:
         ShardProblem: the shard cannot be opened (unreachable URL, missing file) or is corrupt or truncated (raised
-            where reading stops: the examples before it were yielded).
+            where reading stops: the examples before it were yielded), or an HTTP read timed out.
     """
     import fsspec
     from webdataset.tariterators import group_by_keys, tar_file_iterator
@@ -257,13 +271,18 @@ def raw_samples(url: str) -> Iterator[dict[str, Any]]:
     _check_protocol(url)
     last: str | None = None
     try:
-        with fsspec.open(url, "rb") as f:  # tar_file_iterator reads it as a stream (tarfile mode "r|*")
+        # tar_file_iterator reads it as a stream (tarfile mode "r|*")
+        with fsspec.open(url, "rb", **_open_options(url, read_timeout)) as f:
             members = (dict(member, __url__=url) for member in tar_file_iterator(f))
             for sample in group_by_keys(members):
                 last = sample.get("__key__")
                 yield sample
     except (EOFError, tarfile.TarError, ValueError, *_transport_errors()) as exc:
         detail = str(exc).split(" @ <")[0]  # tarfile appends the file object's repr
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            after = f"after example {last}" if last else "before its first example"
+            raise ShardProblem(url, None, f"timed out {after}: nothing received for {read_timeout} s (a stalled or "
+                                          "slow server; raise data.read_timeout)") from None
         if last is not None or isinstance(exc, _cut_errors()):
             what = f"corrupt or truncated {f'after example {last}' if last else 'before its first example'}"
         else:

@@ -60,10 +60,12 @@ class StreamSource(DataSource):
         extensions: field -> stored extension (``"png"``, ``"txt"``, ...), the label excluded.
         has_labels: the examples carry a ``cls`` label.
         on_error: ``"stop"`` or ``"skip"``.
+        read_timeout: seconds an HTTP shard may send nothing (None: aiohttp's default).
         skipped: ``(url, key, what)`` of everything skipped so far (``on_error = "skip"``).
     """
 
-    def __init__(self, root: str, index: Mapping[str, Any], split: str, on_error: str) -> None:
+    def __init__(self, root: str, index: Mapping[str, Any], split: str, on_error: str,
+                 read_timeout: float | None = None) -> None:
         entry = index["splits"][split]
         self.shards = [(shard_url(root, s["name"]), int(s["count"])) for s in entry["shards"]]
         self.extensions = _fields(index)
@@ -71,6 +73,7 @@ class StreamSource(DataSource):
         self.fields = tuple(self.extensions)
         self.class_names = entry.get("class_names")
         self.on_error = on_error
+        self.read_timeout = read_timeout
         self.split = split
         self.skipped: list[tuple[str, str | None, str]] = []
 
@@ -85,7 +88,8 @@ class StreamSource(DataSource):
 class ShardSplit(DataSource):
     """An evaluation split read into memory from its shards (indexable, with labels when stored)."""
 
-    def __init__(self, root: str, index: Mapping[str, Any], split: str, on_error: str, limit: int | None) -> None:
+    def __init__(self, root: str, index: Mapping[str, Any], split: str, on_error: str, limit: int | None,
+                 read_timeout: float | None = None) -> None:
         extensions = _fields(index)
         entry = index["splits"][split]
         self.fields = tuple(extensions)
@@ -98,7 +102,7 @@ class ShardSplit(DataSource):
             url = shard_url(root, shard["name"])
             seen, key = 0, None
             try:
-                for raw in raw_samples(url):
+                for raw in raw_samples(url, read_timeout):
                     if limit is not None and len(rows) >= limit:
                         break
                     seen, key = seen + 1, raw.get("__key__")
@@ -142,16 +146,17 @@ class ShardsDataset(Dataset):
 
     def __init__(self, params: ShardsParams) -> None:
         self.params = params
-        self.index = read_index(params.root)
+        self.index = read_index(params.root, params.read_timeout)
         splits = self.index["splits"]
         if params.train_split not in splits:
             raise DataError(f"{params.root}: the shard index has no split {params.train_split!r} (it has "
                             f"{', '.join(splits) or 'none'})")
         self._splits: dict[str, DataSource] = {"train": StreamSource(params.root, self.index, params.train_split,
-                                                                     params.on_error)}
+                                                                     params.on_error, params.read_timeout)}
         for name in splits:
             if name != params.train_split:
-                self._splits[name] = ShardSplit(params.root, self.index, name, params.on_error, params.max_eval)
+                self._splits[name] = ShardSplit(params.root, self.index, name, params.on_error, params.max_eval,
+                                                params.read_timeout)
 
     def splits(self) -> Mapping[str, DataSource]:
         return self._splits
@@ -176,7 +181,7 @@ def build_shards(params: ShardsParams, ctx: Any = None) -> ShardsDataset:
 
 
 def stream_raw(shards: Sequence[tuple[str, int]], shuffle: int, rng: np.random.Generator, on_error: str,
-               skipped: list) -> Iterator[tuple[str, dict[str, Any]]]:
+               skipped: list, read_timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(url, raw sample)`` of shards ``(url, examples the index counts)`` in the given order through a shuffle
     buffer of ``shuffle`` examples. A shard that ends early without a tar error (cut at a member boundary) is a
     problem too: its count is the index's."""
@@ -184,7 +189,7 @@ def stream_raw(shards: Sequence[tuple[str, int]], shuffle: int, rng: np.random.G
     for url, count in shards:
         try:
             seen, key = 0, None
-            for sample in raw_samples(url):
+            for sample in raw_samples(url, read_timeout):
                 seen, key = seen + 1, sample.get("__key__")
                 if shuffle <= 1:
                     yield url, sample
@@ -205,13 +210,13 @@ def stream_raw(shards: Sequence[tuple[str, int]], shuffle: int, rng: np.random.G
 
 def sub_batches(spec: Mapping[str, Any], skipped: list) -> Iterator[list[dict[str, Any]]]:
     """One stream's decoded sub-batches (``spec``: shards, seed, stream, shuffle, size, skip, extensions, labels,
-    on_error), skipping the first ``skip`` sub-batches without decoding them."""
+    on_error, read_timeout), skipping the first ``skip`` sub-batches without decoding them."""
     rng = np.random.default_rng([spec["seed"], spec["stream"]])
     order = [tuple(spec["shards"][i]) for i in rng.permutation(len(spec["shards"]))]
     wanted = dict(spec["extensions"], **({"label": "cls"} if spec["labels"] else {}))
     size, to_skip = spec["size"], spec["skip"] * spec["size"]
     rows: list[dict[str, Any]] = []
-    for url, raw in stream_raw(order, spec["shuffle"], rng, spec["on_error"], skipped):
+    for url, raw in stream_raw(order, spec["shuffle"], rng, spec["on_error"], skipped, spec.get("read_timeout")):
         try:
             picked = pick_fields(raw, wanted, url)
             if to_skip:
@@ -298,7 +303,7 @@ class StreamSampler(Sampler):
         size = p.batch_size // p.streams
         specs = [{"shards": streams[s], "seed": seed, "stream": s, "shuffle": p.shuffle,
                   "size": size, "skip": start, "extensions": src.extensions, "labels": src.has_labels,
-                  "on_error": src.on_error} for s in mine]
+                  "on_error": src.on_error, "read_timeout": src.read_timeout} for s in mine]
         parts = self._parts(specs, src)
         reported = len(src.skipped)
         yielded = 0
